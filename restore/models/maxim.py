@@ -19,6 +19,7 @@ import warnings
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from restore.models.layers import (
@@ -31,8 +32,12 @@ from restore.models.layers import (
     dense,
     gelu,
     layer_norm,
+    linear_of_concat,
     mix_tokens,
+    partition,
     resize,
+    tiles,
+    unpartition,
 )
 
 Size2 = tuple[int, int]
@@ -57,8 +62,13 @@ class GatingUnit(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         u, v = x.chunk(2, dim=-1)
-        v = mix_tokens(self.norm(v), self.spatial, window_of(x, self.size, self.across_windows), self.across_windows)
-        return u * (v + 1.0)
+        window = window_of(x, self.size, self.across_windows)
+        # LayerNorm is per pixel, so it runs after the copy into the token layout.
+        mixed = mix_tokens(self.norm(partition(v, window, self.across_windows)), self.spatial)  # (T, N, C/2)
+        # u * (mixed + 1) as u + u * mixed, reading mixed back through a view.
+        tiled_u = tiles(u, window)  # (B, gh, fh, gw, fw, C/2)
+        out = torch.addcmul(tiled_u, tiled_u, unpartition(mixed, u.shape, window, self.across_windows))
+        return out.reshape(u.shape)
 
 
 def window_of(x: torch.Tensor, size: Size2, across_windows: bool) -> Size2:
@@ -138,8 +148,8 @@ class MultiAxisGmlpBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         u, v = gelu(self.in_project(self.norm(x))).chunk(2, dim=-1)
-        y = torch.cat([self.grid(u), self.block(v)], dim=-1)
-        return x + self.dropout(self.out_project(y))
+        y = linear_of_concat([self.grid(u), self.block(v)], self.out_project)
+        return x + self.dropout(y)
 
 
 class SpatialGatingWeights(nn.Module):
@@ -176,9 +186,17 @@ class SpatialGatingWeights(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         u, v = gelu(self.in_project(self.norm(x))).chunk(2, dim=-1)
-        u = mix_tokens(u, self.grid, window_of(u, self.grid_size, True), True)
-        v = mix_tokens(v, self.block, self.block_size, False)
-        return self.dropout(self.out_project(torch.cat([u, v], dim=-1)))
+        grid_window = window_of(u, self.grid_size, True)
+        u = mix_tokens(partition(u, grid_window, True), self.grid)  # (Gh*Gw, B*fh*fw, C)
+        v = mix_tokens(partition(v, self.block_size, False), self.block)  # (fh*fw, B*gh*gw, C)
+        # out_project(cat([u, v])) split by input columns; being per pixel, each half is
+        # projected in its own token layout. The grid half is copied back to (B, H, W, C)
+        # and the block half added to it in place, read through a view.
+        weight_u, weight_v = self.out_project.weight.chunk(2, dim=1)
+        out = unpartition(F.linear(u, weight_u), x.shape, grid_window, True).reshape(x.shape)
+        v = F.linear(v, weight_v, self.out_project.bias)
+        tiles(out, self.block_size).add_(unpartition(v, x.shape, self.block_size, False))
+        return self.dropout(out)
 
 
 class CrossGatingBlock(nn.Module):
