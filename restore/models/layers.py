@@ -215,7 +215,7 @@ _FROM_TOKENS_FIRST = {False: (2, 3, 0, 4, 1, 5), True: (2, 0, 3, 1, 4, 5)}
 
 
 def partition(x: torch.Tensor, window: tuple[int, int], across_windows: bool) -> torch.Tensor:
-    """(B, H, W, C) -> (T, N, C) with the mixed tokens first, copied once.
+    """(B, H, W, C) -> (T, N, C) with the mixed tokens first (one copy at most).
 
     The image is cut into ``window`` tiles (fh, fw) on a (gh, gw) grid. With
     ``across_windows=False`` the T tokens are the fh*fw positions inside each
@@ -245,7 +245,7 @@ def unpartition(tokens: torch.Tensor, shape: torch.Size, window: tuple[int, int]
 def mix_tokens(tokens: torch.Tensor, dense: nn.Linear) -> torch.Tensor:
     """Apply ``dense`` along the token axis of (T, N, C) ``tokens`` as one GEMM;
     the bias is indexed by the output token."""
-    flat = tokens.view(tokens.shape[0], -1)  # (T, N*C)
+    flat = tokens.reshape(tokens.shape[0], -1)  # (T, N*C); a copy only for a strided channel half
     if dense.bias is None:
         return (dense.weight @ flat).view(tokens.shape)
     return torch.addmm(dense.bias[:, None], dense.weight, flat).view(tokens.shape)
@@ -262,7 +262,8 @@ def linear_of_concat(parts: list[torch.Tensor], dense: nn.Module) -> torch.Tenso
     out = F.linear(parts[0], weights[0], dense.bias)
     flat = out.view(-1, out.shape[-1])
     for part, weight in zip(parts[1:], weights[1:]):
-        flat.addmm_(part.reshape(-1, part.shape[-1]), weight.t())
+        # In-place ops escape autocast: cast to the dtype the first product got.
+        flat.addmm_(part.reshape(-1, part.shape[-1]).to(out.dtype), weight.t().to(out.dtype))
     return out
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from restore.models.layers import (
     RCAB,
@@ -530,7 +531,14 @@ class MaximStage(nn.Module):
             names[f"bottleneck.{b}"] = f"stage_{s}_global_block_{b}"
         return names
 
-    def forward(self, shortcuts: list[torch.Tensor], previous: StageFeatures | None):
+    def forward(self, shortcuts: list[torch.Tensor], previous: StageFeatures | None, checkpointing: bool = False):
+        """``checkpointing`` recomputes each UNet block in the backward pass."""
+
+        def run(block: nn.Module, *inputs):
+            if checkpointing:
+                return checkpoint(block, *inputs, use_reentrant=False)
+            return block(*inputs)
+
         depth = len(self.encoders)
         features = []
         for i, conv in enumerate(self.input_convs):
@@ -547,11 +555,11 @@ class MaximStage(nn.Module):
         for i, encoder in enumerate(self.encoders):
             skip = features[i] if i < len(features) else None
             carried = None if previous is None else previous.bridges[i] + previous.decoded[i]
-            x, bridge = encoder(x, skip, carried)
+            x, bridge = run(encoder, x, skip, carried)
             bridges.append(bridge)
 
         for block in self.bottleneck:
-            x = block(x)
+            x = run(block, x)
 
         global_feature, skips = x, []  # skips: coarsest level first
         for i in reversed(range(depth)):
@@ -562,7 +570,7 @@ class MaximStage(nn.Module):
         outputs, decoded, sam = [], [None] * depth, [None] * len(features)
         for i in reversed(range(depth)):
             signal = torch.cat([resize_(skip) for resize_, skip in zip(self.decoder_resizes[i], skips)], dim=-1)
-            x = decoded[i] = self.decoders[i](x, signal)
+            x = decoded[i] = run(self.decoders[i], x, signal)
             if i < len(features):
                 if self.is_last:
                     outputs.append(self.heads[i](x) + shortcuts[i])
@@ -598,6 +606,11 @@ class MAXIM(nn.Module):
     default, so released checkpoints are unaffected). ``in_channels`` is the
     image channel count, which Flax infers from the input.
 
+    ``activation_checkpointing`` (not an official field) recomputes each UNet
+    block (encoder, bottleneck and decoder blocks) in the backward pass instead
+    of storing its activations: less training memory for more time, with the
+    same parameters, outputs and gradients.
+
     ``forward`` takes NCHW images whose height and width are multiples of
     :attr:`size_multiple` (``restore.inference.pad_to_multiple`` handles any
     size) and returns ``outputs[stage][k]``, NCHW, each stage ordered from
@@ -629,6 +642,7 @@ class MAXIM(nn.Module):
         num_outputs: int = 3,
         dropout_rate: float = 0.0,
         in_channels: int = 3,
+        activation_checkpointing: bool = False,
     ):
         super().__init__()
         for name, value in [
@@ -677,6 +691,7 @@ class MAXIM(nn.Module):
         self.block_gmlp_factor, self.grid_gmlp_factor = block_gmlp_factor, grid_gmlp_factor
         self.input_proj_factor, self.channels_reduction = input_proj_factor, channels_reduction
         self.num_outputs, self.dropout_rate, self.in_channels = num_outputs, dropout_rate, in_channels
+        self.activation_checkpointing = bool(activation_checkpointing)
 
         self.stages = nn.ModuleList(MaximStage(self, s) for s in range(num_stages))
         self.flax_names = {f"stages.{s}": "" for s in range(num_stages)}
@@ -737,8 +752,9 @@ class MAXIM(nn.Module):
             resize(image, (h // 2**i, w // 2**i), "nearest") for i in range(1, self.num_supervision_scales)
         ]
         outputs, previous = [], None
+        checkpointing = self.activation_checkpointing and torch.is_grad_enabled()
         for stage in self.stages:
-            stage_outputs, previous = stage(shortcuts, previous)
+            stage_outputs, previous = stage(shortcuts, previous, checkpointing)
             outputs.append([out.permute(0, 3, 1, 2) for out in stage_outputs])
         return outputs
 

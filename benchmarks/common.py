@@ -1,0 +1,106 @@
+"""What the benchmark scripts share: the machine's facts, its measured matmul
+throughput, the model presets and the timing loop.
+
+The scripts run from the repository root (``python benchmarks/bench_model.py``);
+they put the root on ``sys.path`` so ``restore`` imports without installing.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import socket
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+RESULTS = ROOT / "benchmarks" / "results"
+MODELS = ("maxim_1s", "maxim_2s", "maxim_3s")
+
+
+def build_model(name: str, **overrides) -> torch.nn.Module:
+    """A MAXIM preset from ``conf/model/<name>.yaml`` (the one home of its fields)."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    path = ROOT / "conf" / "model" / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
+        raise SystemExit(f"unknown model '{name}': no {path} (known: {known})")
+    return instantiate(OmegaConf.merge(OmegaConf.load(path), overrides))
+
+
+def machine_name(name: str | None) -> str:
+    """``name`` or the host name, reduced to characters safe in a file name."""
+    raw = name or socket.gethostname() or "machine"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", raw).strip("-.") or "machine"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def machine_facts(threads: int) -> dict:
+    facts = {
+        "hostname": socket.gethostname(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    if torch.cuda.is_available():
+        facts["gpu"] = torch.cuda.get_device_name()
+    return facts
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_repeats(fn: Callable[[], object], repeats: int, device: str = "cpu") -> list[float]:
+    """Wall-clock seconds of ``repeats`` calls of ``fn``, each synchronised on GPU."""
+    seconds = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def matmul_throughput(device: str = "cpu", dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5) -> dict:
+    """The best of ``repeats`` n^3 matmuls, in FLOP/s (2 per multiply-add)."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b  # warm-up: thread pool and library initialisation
+    seconds = time_repeats(lambda: a @ b, repeats, device)
+    return {"n": n, "dtype": str(dtype).removeprefix("torch."), "flops": 2 * n**3 / min(seconds), "seconds": seconds}
+
+
+def summary(seconds: list[float]) -> dict:
+    return {"seconds": seconds, "seconds_min": min(seconds), "seconds_median": statistics.median(seconds)}

@@ -1,0 +1,178 @@
+"""The fast paths compute what the plain formulation computes.
+
+Each optimisation in ``layers.py`` / ``maxim.py`` is checked against an
+independent reference: the token mixing against a per-window Python loop,
+the resizes against ``F.interpolate`` with ``antialias=True``, the GELU
+against ``F.gelu``. The model-level checks cover activation checkpointing,
+``torch.compile`` (no graph breaks), channels_last inputs and bf16 autocast.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch._dynamo
+import torch.nn.functional as F
+
+from restore.models import MAXIM
+from restore.models.layers import (
+    dense,
+    gelu,
+    linear_of_concat,
+    mix_tokens,
+    partition,
+    resize,
+    tiles,
+    unpartition,
+)
+from tests.helpers import TINY_MAXIM
+
+# Every module kind of TINY_MAXIM (SAM, both cross-gating uses, UpSampleRatio up
+# and down, multi-scale heads) in fewer modules, so dynamo traces it quickly.
+SMALL_MAXIM = {**TINY_MAXIM, "depth": 2, "num_supervision_scales": 2}
+
+
+def mix_tokens_by_loop(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, window, across_windows):
+    """Reference: visit every window (block) or every offset (grid) in Python."""
+    b, h, w, c = x.shape
+    fh, fw = window
+    gh, gw = h // fh, w // fw
+    out = torch.empty_like(x)
+    if not across_windows:
+        for i in range(gh):
+            for j in range(gw):
+                patch = x[:, i * fh : (i + 1) * fh, j * fw : (j + 1) * fw]  # (B, fh, fw, C), tokens row-major
+                mixed = torch.einsum("st,btc->bsc", weight, patch.reshape(b, fh * fw, c)) + bias[:, None]
+                out[:, i * fh : (i + 1) * fh, j * fw : (j + 1) * fw] = mixed.reshape(b, fh, fw, c)
+    else:
+        for p in range(fh):
+            for q in range(fw):
+                dilated = x[:, p::fh, q::fw]  # (B, gh, gw, C): one pixel of every window
+                mixed = torch.einsum("st,btc->bsc", weight, dilated.reshape(b, gh * gw, c)) + bias[:, None]
+                out[:, p::fh, q::fw] = mixed.reshape(b, gh, gw, c)
+    return out
+
+
+@pytest.mark.parametrize("across_windows", [False, True])
+def test_token_mixing_matches_a_loop_over_windows(across_windows):
+    torch.manual_seed(0)
+    x = torch.randn(2, 12, 20, 3)
+    window = (3, 4)
+    # block: the 3*4 pixels of a window; grid: the 4*5 windows seen at one offset
+    tokens = 3 * 4 if not across_windows else 4 * 5
+    layer = dense(tokens, tokens, use_bias=True)
+    torch.nn.init.normal_(layer.bias)
+    mixed = mix_tokens(partition(x, window, across_windows), layer)
+    restored = unpartition(mixed, x.shape, window, across_windows).reshape(x.shape)
+    reference = mix_tokens_by_loop(x, layer.weight, layer.bias, window, across_windows)
+    torch.testing.assert_close(restored, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_partition_reads_a_channel_half_and_unpartition_inverts_it():
+    x = torch.randn(1, 8, 16, 6)
+    half = x[..., 3:]  # strided, as the gating units' chunks are
+    # block: 4*8 tokens in each of 2*2 windows; grid: 2*2 windows at each of 4*8 offsets
+    for across_windows, shape in [(False, (32, 4, 3)), (True, (4, 32, 3))]:
+        tokens = partition(half, (4, 8), across_windows)
+        assert tokens.is_contiguous() and tokens.shape == shape
+        assert torch.equal(unpartition(tokens, half.shape, (4, 8), across_windows).reshape(half.shape), half)
+    assert torch.equal(tiles(x, (4, 8)).reshape(x.shape), x)
+
+
+@pytest.mark.parametrize("factor", [2, 4, 8])
+def test_power_of_two_bilinear_resizes_match_torch_antialiased_interpolate(factor):
+    torch.manual_seed(0)
+    x = torch.randn(2, 32, 48, 5)  # (B, H, W, C), non-square
+    nchw = x.permute(0, 3, 1, 2)
+    for size in [(32 // factor, 48 // factor), (32 * factor, 48 * factor)]:
+        reference = F.interpolate(nchw, size=size, mode="bilinear", antialias=True).permute(0, 2, 3, 1)
+        torch.testing.assert_close(resize(x, size, "bilinear"), reference, rtol=0, atol=1e-5)
+
+
+def test_other_resizes_fall_back_to_torch_and_run_in_bfloat16():
+    x = torch.randn(1, 12, 18, 4)
+    reference = F.interpolate(x.permute(0, 3, 1, 2), size=(8, 12), mode="bilinear", antialias=True)
+    torch.testing.assert_close(resize(x, (8, 12), "bilinear"), reference.permute(0, 2, 3, 1))
+    # ATen's antialiased CPU kernel has no bfloat16 version: the fallback runs it in float32.
+    assert resize(x.bfloat16(), (8, 12), "bilinear").dtype == torch.bfloat16
+
+
+def test_nearest_downsampling_is_a_strided_view_equal_to_nearest_exact():
+    x = torch.randn(1, 16, 24, 3)
+    for factor in (2, 4):
+        size = (16 // factor, 24 // factor)
+        reference = F.interpolate(x.permute(0, 3, 1, 2), size=size, mode="nearest-exact").permute(0, 2, 3, 1)
+        out = resize(x, size, "nearest")
+        assert out.data_ptr() == x.data_ptr() + (factor // 2) * (24 + 1) * 3 * x.element_size()
+        assert torch.equal(out, reference)
+
+
+def test_gelu_is_the_tanh_approximation_in_value_and_gradient():
+    x = torch.linspace(-8, 8, 10_001, requires_grad=True)
+    reference = torch.linspace(-8, 8, 10_001, requires_grad=True)
+    torch.testing.assert_close(gelu(x), F.gelu(reference, approximate="tanh"), rtol=1e-6, atol=1e-6)
+    gelu(x).sum().backward()
+    F.gelu(reference, approximate="tanh").sum().backward()
+    torch.testing.assert_close(x.grad, reference.grad)
+
+
+def test_linear_of_concat_equals_the_dense_of_the_concatenation():
+    torch.manual_seed(0)
+    parts = [torch.randn(2, 4, 4, 3), torch.randn(2, 4, 4, 5)[..., :2], torch.randn(2, 4, 4, 4)]
+    layer = dense(9, 6, use_bias=True)
+    torch.nn.init.normal_(layer.bias)
+    torch.testing.assert_close(linear_of_concat(parts, layer), layer(torch.cat(parts, dim=-1)))
+
+
+def test_activation_checkpointing_keeps_parameters_outputs_and_gradients():
+    torch.manual_seed(0)
+    plain = MAXIM(**{**TINY_MAXIM, "channels_reduction": 1})
+    checkpointed = MAXIM(**{**TINY_MAXIM, "channels_reduction": 1, "activation_checkpointing": True})
+    checkpointed.load_state_dict(plain.state_dict(), strict=True)
+    assert checkpointed.config["activation_checkpointing"] is True
+    assert plain.config["activation_checkpointing"] is False
+    x = torch.rand(1, 3, 32, 64)
+    results = []
+    for model in (plain, checkpointed):
+        outputs = model(x)
+        sum(o.square().mean() for stage in outputs for o in stage).backward()
+        results.append((outputs, {n: p.grad for n, p in model.named_parameters()}))
+    (out_a, grads_a), (out_b, grads_b) = results
+    for stage_a, stage_b in zip(out_a, out_b):
+        for a, b in zip(stage_a, stage_b):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_the_model_compiles_as_one_graph():
+    model = MAXIM(**SMALL_MAXIM).eval()
+    with torch.no_grad():
+        explanation = torch._dynamo.explain(model)(torch.rand(1, 3, 32, 64))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
+
+
+def test_channels_last_input_gives_the_same_output(tiny_maxim):
+    x = torch.rand(1, 3, 32, 64)
+    with torch.no_grad():
+        plain = tiny_maxim(x)[-1][-1]
+        channels_last = tiny_maxim(x.contiguous(memory_format=torch.channels_last))[-1][-1]
+    assert torch.equal(plain, channels_last)
+
+
+def test_bfloat16_autocast_runs_and_stays_close_to_float32(tiny_maxim):
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        reference = tiny_maxim(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = tiny_maxim(x)
+    # bfloat16 keeps 8 significant bits (0.4% per rounding); through the whole
+    # network the outputs stay within a few percent of float32.
+    for stage_ref, stage_low in zip(reference, low):
+        for ref, out in zip(stage_ref, stage_low):
+            error = (out.float() - ref).abs()
+            assert torch.isfinite(out).all()
+            assert error.mean() <= 0.03 * ref.abs().mean()
+            assert error.max() <= 0.05 * ref.abs().max()
