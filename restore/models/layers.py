@@ -6,6 +6,10 @@ then a plain ``F.linear`` over the last axis and LayerNorm needs no permute.
 Spatial convolutions see the same memory through an NCHW *view* whose strides
 are channels-last, which PyTorch's convolutions consume without a copy.
 
+Channel mixing and convolutions go through :func:`linear` and :meth:`Conv.forward`,
+which in CPU float32 inference call oneDNN kernels with the following GELU,
+leaky ReLU or residual add fused in (see :func:`onednn_inference`).
+
 Each composite module declares ``flax_names``: its sub-module paths mapped to
 the names the official checkpoint uses, so ``convert.py`` can walk the tree and
 name every parameter without a hand-written table per variant.
@@ -22,6 +26,67 @@ from torch import nn
 # Flax defaults, which the official model relies on (ARCHITECTURE.md, traps 4 and 5).
 LAYERNORM_EPS = 1e-6
 DENSE_INIT_STD = 0.02
+
+
+def onednn_inference(x: torch.Tensor) -> bool:
+    """Whether oneDNN's fused kernels may stand in for ATen's on ``x``.
+
+    ``torch.ops.mkldnn._linear_pointwise`` / ``_convolution_pointwise`` (the
+    kernels inductor uses on CPU) compute a linear map or convolution with a
+    GELU, leaky ReLU or residual add applied in the same pass. For the skinny
+    channel GEMMs of MAXIM (tens of channels, 10^5 pixels) oneDNN is also up
+    to twice as fast as the MKL GEMM behind ``F.linear``, and each fused
+    activation or add saves a pass over the output. They have no autograd and
+    autocast does not see them, so they serve float32 CPU inference only;
+    under ``torch.compile`` the plain ops are traced and inductor fuses them.
+    """
+    return (
+        _HAS_ONEDNN_POINTWISE
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and not torch.is_grad_enabled()
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+    )
+
+
+_HAS_ONEDNN_POINTWISE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def _active(dropout: nn.Module | None) -> bool:
+    return dropout is not None and dropout.training and dropout.p > 0
+
+
+def linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    activation: str | None = None,
+    residual: torch.Tensor | None = None,
+    dropout: nn.Module | None = None,
+) -> torch.Tensor:
+    """``residual + dropout(act(x @ weight.T + bias))`` over the last axis.
+
+    ``activation`` is None or "gelu" (tanh approximation); ``weight`` may be a
+    1x1 convolution's (out, in, 1, 1) kernel. Fused into one oneDNN kernel
+    where :func:`onednn_inference` allows and dropout is inactive.
+    """
+    weight = weight.flatten(1)
+    if onednn_inference(x) and not _active(dropout) and not (activation and residual is not None):
+        if residual is not None:
+            return torch.ops.mkldnn._linear_pointwise.binary(x, residual, weight, bias, "add")
+        if activation == "gelu":
+            return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu", [], "tanh")
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    out = F.linear(x, weight, bias)
+    if activation == "gelu":
+        out = gelu(out)
+    elif activation is not None:
+        raise ValueError(f"linear: unknown activation {activation!r} (expected None or 'gelu')")
+    if dropout is not None:
+        out = dropout(out)
+    return out if residual is None else residual + out
 
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
@@ -48,9 +113,8 @@ class _SigmoidTanhGelu(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x)
-        out = x * x
-        out.mul_(_GELU_CUBIC).add_(_GELU_LINEAR).mul_(x).sigmoid_()
-        return out.mul_(x)
+        out = torch.addcmul(x.new_tensor(_GELU_LINEAR), x, x, value=_GELU_CUBIC)
+        return out.mul_(x).sigmoid_().mul_(x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
@@ -105,9 +169,30 @@ class Conv(nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=1, bias=use_bias)
         _init_conv(self, in_channels * kernel_size * kernel_size)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, negative_slope: float | None = None, residual: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``residual + leaky_relu(conv(x), negative_slope)``, each part optional;
+        fused into one oneDNN kernel in CPU float32 inference."""
         # (B, H, W, C) -> NCHW view (channels-last strides) -> conv -> (B, H', W', C')
-        return super().forward(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        nchw = x.permute(0, 3, 1, 2)
+        if onednn_inference(x) and not (negative_slope is not None and residual is not None):
+            geometry = (list(self.padding), list(self.stride), list(self.dilation), self.groups)
+            if residual is not None:
+                out = torch.ops.mkldnn._convolution_pointwise.binary(
+                    nchw, residual.permute(0, 3, 1, 2), self.weight, self.bias, *geometry, "add", None, None, [], None
+                )
+            elif negative_slope is not None:
+                out = torch.ops.mkldnn._convolution_pointwise(
+                    nchw, self.weight, self.bias, *geometry, "leaky_relu", [negative_slope], ""
+                )
+            else:
+                out = torch.ops.mkldnn._convolution_pointwise(nchw, self.weight, self.bias, *geometry, "none", [], "")
+            return out.permute(0, 2, 3, 1)
+        out = super().forward(nchw).permute(0, 2, 3, 1)
+        if negative_slope is not None:
+            out = F.leaky_relu(out, negative_slope, inplace=True)
+        return out if residual is None else residual + out
 
 
 class Conv1x1(nn.Conv2d):
@@ -122,7 +207,7 @@ class Conv1x1(nn.Conv2d):
         _init_conv(self, in_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight.flatten(1), self.bias)
+        return linear(x, self.weight, self.bias)
 
 
 class ConvTransposeUp(nn.ConvTranspose2d):
@@ -251,20 +336,35 @@ def mix_tokens(tokens: torch.Tensor, dense: nn.Linear) -> torch.Tensor:
     return torch.addmm(dense.bias[:, None], dense.weight, flat).view(tokens.shape)
 
 
-def linear_of_concat(parts: list[torch.Tensor], dense: nn.Module) -> torch.Tensor:
-    """``dense(torch.cat(parts, -1))`` without building the concatenation.
+def linear_of_concat(
+    parts: list[torch.Tensor],
+    dense: nn.Module,
+    *,
+    residual: torch.Tensor | None = None,
+    dropout: nn.Module | None = None,
+) -> torch.Tensor:
+    """``residual + dropout(dense(torch.cat(parts, -1)))`` without building the
+    concatenation.
 
     ``dense`` is an ``nn.Linear`` or a ``Conv1x1``. Its weight is split by input
-    columns; the first part's product carries the bias and the GEMMs of the
-    others accumulate into it in place.
+    columns; the first part's product carries the bias and the products of the
+    others are accumulated into it: by the GEMM in place, or, in oneDNN
+    inference, as each kernel's fused residual add.
     """
     weights = dense.weight.flatten(1).split([p.shape[-1] for p in parts], dim=1)
+    if onednn_inference(parts[0]) and not _active(dropout):
+        out = linear(parts[0], weights[0].contiguous(), dense.bias, residual=residual)
+        for part, weight in zip(parts[1:], weights[1:]):
+            out = linear(part, weight.contiguous(), residual=out)
+        return out
     out = F.linear(parts[0], weights[0], dense.bias)
     flat = out.view(-1, out.shape[-1])
     for part, weight in zip(parts[1:], weights[1:]):
         # In-place ops escape autocast: cast to the dtype the first product got.
         flat.addmm_(part.reshape(-1, part.shape[-1]).to(out.dtype), weight.t().to(out.dtype))
-    return out
+    if dropout is not None:
+        out = dropout(out)
+    return out if residual is None else residual + out
 
 
 class MlpBlock(nn.Module):
@@ -279,7 +379,8 @@ class MlpBlock(nn.Module):
         self.fc2 = dense(mlp_dim, channels, use_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.dropout(gelu(self.fc1(x))))
+        y = linear(x, self.fc1.weight, self.fc1.bias, activation="gelu")
+        return linear(self.dropout(y), self.fc2.weight, self.fc2.bias)
 
 
 class CALayer(nn.Module):
@@ -293,8 +394,13 @@ class CALayer(nn.Module):
         self.excite = Conv1x1(features // reduction, features, use_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale(x)
+
+    def scale(self, x: torch.Tensor) -> torch.Tensor:
+        """The per-channel weights (B, 1, 1, C); callers that add a residual fuse
+        the product into it with ``torch.addcmul``."""
         y = x.mean(dim=(1, 2), keepdim=True)  # (B, 1, 1, C)
-        return x * torch.sigmoid(self.excite(F.relu(self.squeeze(y))))
+        return torch.sigmoid(self.excite(F.relu(self.squeeze(y))))
 
 
 class RCAB(nn.Module):
@@ -311,8 +417,8 @@ class RCAB(nn.Module):
         self.channel_attention = CALayer(features, reduction, use_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.leaky_relu(self.conv1(self.norm(x)), self.lrelu_slope)
-        return x + self.channel_attention(self.conv2(y))
+        y = self.conv2(self.conv1(self.norm(x), negative_slope=self.lrelu_slope))
+        return torch.addcmul(x, y, self.channel_attention.scale(y))  # x + channel_attention(y)
 
 
 class RDCAB(nn.Module):
@@ -328,7 +434,8 @@ class RDCAB(nn.Module):
         self.channel_attention = CALayer(features, reduction, use_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.channel_attention(self.channel_mixing(self.norm(x)))
+        y = self.channel_mixing(self.norm(x))
+        return torch.addcmul(x, y, self.channel_attention.scale(y))  # x + channel_attention(y)
 
 
 class UpSampleRatio(nn.Module):

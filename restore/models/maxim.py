@@ -19,7 +19,6 @@ import warnings
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -31,8 +30,8 @@ from restore.models.layers import (
     ConvTransposeUp,
     UpSampleRatio,
     dense,
-    gelu,
     layer_norm,
+    linear,
     linear_of_concat,
     mix_tokens,
     partition,
@@ -111,8 +110,8 @@ class GmlpLayer(nn.Module):
         self.dropout = nn.Dropout(dropout_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.gating(gelu(self.in_project(self.norm(x))))
-        return x + self.dropout(self.out_project(y))
+        y = self.gating(linear(self.norm(x), self.in_project.weight, self.in_project.bias, activation="gelu"))
+        return linear(y, self.out_project.weight, self.out_project.bias, residual=x, dropout=self.dropout)
 
 
 class MultiAxisGmlpBlock(nn.Module):
@@ -148,9 +147,9 @@ class MultiAxisGmlpBlock(nn.Module):
         self.dropout = nn.Dropout(dropout_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        u, v = gelu(self.in_project(self.norm(x))).chunk(2, dim=-1)
-        y = linear_of_concat([self.grid(u), self.block(v)], self.out_project)
-        return x + self.dropout(y)
+        y = linear(self.norm(x), self.in_project.weight, self.in_project.bias, activation="gelu")
+        u, v = y.chunk(2, dim=-1)
+        return linear_of_concat([self.grid(u), self.block(v)], self.out_project, residual=x, dropout=self.dropout)
 
 
 class SpatialGatingWeights(nn.Module):
@@ -186,7 +185,8 @@ class SpatialGatingWeights(nn.Module):
         self.dropout = nn.Dropout(dropout_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        u, v = gelu(self.in_project(self.norm(x))).chunk(2, dim=-1)
+        y = linear(self.norm(x), self.in_project.weight, self.in_project.bias, activation="gelu")
+        u, v = y.chunk(2, dim=-1)
         grid_window = window_of(u, self.grid_size, True)
         u = mix_tokens(partition(u, grid_window, True), self.grid)  # (Gh*Gw, B*fh*fw, C)
         v = mix_tokens(partition(v, self.block_size, False), self.block)  # (fh*fw, B*gh*gw, C)
@@ -194,8 +194,8 @@ class SpatialGatingWeights(nn.Module):
         # projected in its own token layout. The grid half is copied back to (B, H, W, C)
         # and the block half added to it in place, read through a view.
         weight_u, weight_v = self.out_project.weight.chunk(2, dim=1)
-        out = unpartition(F.linear(u, weight_u), x.shape, grid_window, True).reshape(x.shape)
-        v = F.linear(v, weight_v, self.out_project.bias)
+        out = unpartition(linear(u, weight_u.contiguous()), x.shape, grid_window, True).reshape(x.shape)
+        v = linear(v, weight_v.contiguous(), self.out_project.bias)
         tiles(out, self.block_size).add_(unpartition(v, x.shape, self.block_size, False))
         return self.dropout(out)
 
@@ -248,11 +248,12 @@ class CrossGatingBlock(nn.Module):
         if self.upsample_y is not None:
             y = self.upsample_y(y)
         shortcut_x, shortcut_y = self.project_x(x), self.project_y(y)
-        x = gelu(self.in_project_x(self.norm_x(shortcut_x)))
-        y = gelu(self.in_project_y(self.norm_y(shortcut_y)))
+        x = linear(self.norm_x(shortcut_x), self.in_project_x.weight, self.in_project_x.bias, activation="gelu")
+        y = linear(self.norm_y(shortcut_y), self.in_project_y.weight, self.in_project_y.bias, activation="gelu")
         gate_x, gate_y = self.gating_x(x), self.gating_y(y)
-        y = shortcut_y + self.dropout(self.out_project_y(y * gate_x))
-        x = shortcut_x + y + self.dropout(self.out_project_x(x * gate_y))
+        out_y, out_x = self.out_project_y, self.out_project_x
+        y = linear(y * gate_x, out_y.weight, out_y.bias, residual=shortcut_y, dropout=self.dropout)
+        x = linear(x * gate_y, out_x.weight, out_x.bias, residual=shortcut_x + y, dropout=self.dropout)
         return x, y
 
 
@@ -283,11 +284,9 @@ class SAM(nn.Module):
         self.attention_conv = Conv(output_channels, features, use_bias=use_bias)
 
     def forward(self, x: torch.Tensor, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        restored = self.image_conv(x)
-        if self.output_channels == 3:
-            restored = restored + image
+        restored = self.image_conv(x, residual=image if self.output_channels == 3 else None)
         attention = torch.sigmoid(self.attention_conv(restored))
-        return x + self.feature_conv(x) * attention, restored
+        return torch.addcmul(x, self.feature_conv(x), attention), restored
 
 
 @dataclass(frozen=True)
@@ -573,7 +572,7 @@ class MaximStage(nn.Module):
             x = decoded[i] = run(self.decoders[i], x, signal)
             if i < len(features):
                 if self.is_last:
-                    outputs.append(self.heads[i](x) + shortcuts[i])
+                    outputs.append(self.heads[i](x, residual=shortcuts[i]))
                 else:
                     sam[i], image = self.heads[i](x, shortcuts[i])
                     outputs.append(image)
