@@ -22,6 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils import flop_counter
 
 # Flax defaults, which the official model relies on (ARCHITECTURE.md, traps 4 and 5).
 LAYERNORM_EPS = 1e-6
@@ -51,6 +52,39 @@ def onednn_inference(x: torch.Tensor) -> bool:
 
 
 _HAS_ONEDNN_POINTWISE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def _linear_pointwise_flops(x_shape, *args, out_shape=None, **kwargs) -> int:
+    # .default: (X, W, B, attr, scalars, algorithm); .binary: (X, other, W, B, attr)
+    weight_shape = args[0] if len(args) == 5 else args[1]
+    return 2 * math.prod(x_shape[:-1]) * weight_shape[0] * weight_shape[1]
+
+
+def _convolution_pointwise_flops(x_shape, *args, out_shape=None, **kwargs) -> int:
+    # .default: (X, W, B, padding, ...) with 10 arguments; .binary: (X, other, W, B, ...) with 13
+    weight_shape = args[0] if len(args) == 9 else args[1]
+    return flop_counter.conv_flop_count(x_shape, weight_shape, out_shape)
+
+
+def _addmm_flops(self_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+    return 2 * a_shape[0] * a_shape[1] * b_shape[1]
+
+
+# FlopCounterMode counts the fused kernels like the ATen ops they replace, and
+# the in-place GEMM of linear_of_concat like the out-of-place one.
+for _op, _formula in [
+    (torch.ops.aten.addmm_, _addmm_flops),
+    *(
+        [
+            (torch.ops.mkldnn._linear_pointwise, _linear_pointwise_flops),
+            (torch.ops.mkldnn._convolution_pointwise, _convolution_pointwise_flops),
+        ]
+        if _HAS_ONEDNN_POINTWISE
+        else []
+    ),
+]:
+    if _op not in flop_counter.flop_registry:
+        flop_counter.register_flop_formula(_op)(_formula)
 
 
 def _active(dropout: nn.Module | None) -> bool:
@@ -331,6 +365,13 @@ def mix_tokens(tokens: torch.Tensor, dense: nn.Linear) -> torch.Tensor:
     """Apply ``dense`` along the token axis of (T, N, C) ``tokens`` as one GEMM;
     the bias is indexed by the output token."""
     flat = tokens.reshape(tokens.shape[0], -1)  # (T, N*C); a copy only for a strided channel half
+    if onednn_inference(flat):
+        # weight @ flat as oneDNN's linear map of the (T, T) weight by flat^T (a view):
+        # 1.3-1.7x the throughput of MKL's GEMM for these shapes on 2 cores.
+        mixed = torch.ops.mkldnn._linear_pointwise(dense.weight, flat.t(), None, "none", [], "")
+        if dense.bias is not None:
+            mixed.add_(dense.bias[:, None])
+        return mixed.view(tokens.shape)
     if dense.bias is None:
         return (dense.weight @ flat).view(tokens.shape)
     return torch.addmm(dense.bias[:, None], dense.weight, flat).view(tokens.shape)

@@ -531,7 +531,8 @@ class MaximStage(nn.Module):
         return names
 
     def forward(self, shortcuts: list[torch.Tensor], previous: StageFeatures | None, checkpointing: bool = False):
-        """``checkpointing`` recomputes each UNet block in the backward pass."""
+        """``checkpointing`` recomputes each UNet block and cross-gating fusion
+        in the backward pass instead of keeping its activations."""
 
         def run(block: nn.Module, *inputs):
             if checkpointing:
@@ -545,7 +546,7 @@ class MaximStage(nn.Module):
             if self.input_fusions is not None:
                 fusion = self.input_fusions[i]
                 if isinstance(fusion, CrossGatingBlock):
-                    x, _ = fusion(x, previous.sam[i])
+                    x, _ = run(fusion, x, previous.sam[i])
                 else:
                     x = fusion(torch.cat([x, previous.sam[i]], dim=-1))
             features.append(x)
@@ -563,7 +564,7 @@ class MaximStage(nn.Module):
         global_feature, skips = x, []  # skips: coarsest level first
         for i in reversed(range(depth)):
             signal = torch.cat([resize_(bridge) for resize_, bridge in zip(self.skip_resizes[i], bridges)], dim=-1)
-            skip, global_feature = self.skip_fusions[i](signal, global_feature)
+            skip, global_feature = run(self.skip_fusions[i], signal, global_feature)
             skips.append(skip)
 
         outputs, decoded, sam = [], [None] * depth, [None] * len(features)
@@ -606,9 +607,9 @@ class MAXIM(nn.Module):
     image channel count, which Flax infers from the input.
 
     ``activation_checkpointing`` (not an official field) recomputes each UNet
-    block (encoder, bottleneck and decoder blocks) in the backward pass instead
-    of storing its activations: less training memory for more time, with the
-    same parameters, outputs and gradients.
+    block (encoder, bottleneck and decoder blocks) and each cross-gating fusion
+    in the backward pass instead of storing their activations: less training
+    memory for more time, with the same parameters, outputs and gradients.
 
     ``forward`` takes NCHW images whose height and width are multiples of
     :attr:`size_multiple` (``restore.inference.pad_to_multiple`` handles any

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch._dynamo
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from restore.models import MAXIM
 from restore.models.layers import (
@@ -122,6 +123,26 @@ def test_linear_of_concat_equals_the_dense_of_the_concatenation():
     layer = dense(9, 6, use_bias=True)
     torch.nn.init.normal_(layer.bias)
     torch.testing.assert_close(linear_of_concat(parts, layer), layer(torch.cat(parts, dim=-1)))
+
+
+def test_fused_inference_kernels_match_the_autograd_path_and_count_the_same_macs(tiny_maxim):
+    # Without autograd, CPU float32 runs oneDNN's fused kernels; with it, plain ATen ops.
+    x = torch.rand(1, 3, 32, 64)
+    results = {}
+    for grad in (False, True):
+        counter = FlopCounterMode(display=False)
+        with counter, torch.set_grad_enabled(grad):
+            outputs = tiny_maxim(x)
+        results[grad] = (outputs, counter.get_total_flops(), set(map(str, counter.get_flop_counts()["Global"])))
+    (fused, fused_flops, fused_ops), (plain, plain_flops, plain_ops) = results[False], results[True]
+    onednn_ops = {"mkldnn._linear_pointwise", "mkldnn._convolution_pointwise"}
+    if torch.backends.mkldnn.is_available():  # every x86-64 and aarch64 Linux build of torch
+        assert fused_ops >= onednn_ops
+    assert not plain_ops & onednn_ops
+    assert fused_flops == plain_flops > 0
+    for stage_f, stage_p in zip(fused, plain):
+        for f, p in zip(stage_f, stage_p):
+            torch.testing.assert_close(f, p.detach(), rtol=1e-4, atol=1e-4)
 
 
 def test_activation_checkpointing_keeps_parameters_outputs_and_gradients():
