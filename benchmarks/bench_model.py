@@ -35,6 +35,7 @@ import argparse
 import contextlib
 import datetime
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -51,6 +52,7 @@ from common import (
     matmul_throughput,
     summary,
     time_repeats,
+    use_allocator,
 )
 from rich.progress import Progress
 
@@ -76,6 +78,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per configuration (after one warm-up)")
     parser.add_argument("--gpu-batch", type=int, default=8, help="batch size of the GPU configurations")
+    parser.add_argument(
+        "--malloc",
+        choices=("retain", "default"),
+        default="retain",
+        help="retain: glibc keeps freed memory for reuse (GLIBC_TUNABLES, see common.py); default: glibc as is",
+    )
     parser.add_argument("--no-gpu", action="store_true", help="skip the GPU configurations even if CUDA is available")
     parser.add_argument("--name", help="machine name for the result files (default: the host name)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS, help="where the .json and .png go")
@@ -146,19 +154,29 @@ def measure(spec: dict) -> dict:
         step(model)  # counted warm-up, always eager: compilation does not change the arithmetic
     if runner is not model:
         step(runner)  # compilation happens here, outside the timed passes
+    usage_before = resource.getrusage(resource.RUSAGE_SELF)
     seconds = time_repeats(lambda: step(runner), spec["repeats"], device)
+    usage_after = resource.getrusage(resource.RUSAGE_SELF)
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated() - before
         peak_total = torch.cuda.max_memory_allocated()
     else:
         peak_total = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
         peak = peak_total - before
+    if device == "cuda":
+        spec = {
+            **spec,
+            "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
+        }
     return {
         **spec,
         **summary(seconds),
         "macs": counter.get_total_flops() // 2,
         "peak_mib": peak / 2**20,
         "peak_total_mib": peak_total / 2**20,
+        # page faults and kernel time of the timed passes: the cost of fresh pages
+        "minor_faults": usage_after.ru_minflt - usage_before.ru_minflt,
+        "system_seconds": usage_after.ru_stime - usage_before.ru_stime,
     }
 
 
@@ -214,45 +232,35 @@ def available_memory_mib() -> float | None:
 
 
 def configurations(args: argparse.Namespace) -> list[dict]:
-    base = {"threads": args.threads, "repeats": args.repeats, "checkpointing": False}
-    specs = []
     models = args.models.split(",")
-    for mode, sizes in (("forward", args.sizes), ("train", args.backward_sizes)):
-        for size in sizes:
-            for model in models:
-                specs.append(
-                    {**base, "model": model, "size": size, "mode": mode, "device": "cpu", "variant": "fp32", "batch": 1}
-                )
+    passes = (("forward", args.sizes), ("train", args.backward_sizes))
+
+    def spec(model, size, mode, device="cpu", variant="fp32", batch=1, checkpointing=False) -> dict:
+        return {
+            "model": model,
+            "size": size,
+            "mode": mode,
+            "device": device,
+            "variant": variant,
+            "batch": batch,
+            "checkpointing": checkpointing,
+            "threads": args.threads,
+            "repeats": args.repeats,
+        }
+
+    specs = [spec(model, size, mode) for mode, sizes in passes for size in sizes for model in models]
     if "maxim_3s" in models:
-        for size in args.checkpointing_sizes:
-            specs.append(
-                {
-                    **base,
-                    "model": "maxim_3s",
-                    "size": size,
-                    "mode": "train",
-                    "device": "cpu",
-                    "variant": "fp32",
-                    "batch": 1,
-                    "checkpointing": True,
-                }
-            )
+        specs += [spec("maxim_3s", size, "train", checkpointing=True) for size in args.checkpointing_sizes]
     if torch.cuda.is_available() and not args.no_gpu:
         for variant in GPU_VARIANTS:
-            for mode, sizes in (("forward", args.sizes), ("train", args.backward_sizes)):
-                for size in sizes:
-                    for model in models:
-                        specs.append(
-                            {
-                                **base,
-                                "model": model,
-                                "size": size,
-                                "mode": mode,
-                                "device": "cuda",
-                                "variant": variant,
-                                "batch": args.gpu_batch,
-                            }
-                        )
+            # Compiling takes minutes per configuration: MAXIM-3S only (the GPU target).
+            chosen = [m for m in models if m == "maxim_3s"] if variant.endswith("compile") else models
+            specs += [
+                spec(model, size, mode, "cuda", variant, args.gpu_batch)
+                for mode, sizes in passes
+                for size in sizes
+                for model in chosen
+            ]
     return specs
 
 
@@ -287,6 +295,7 @@ def measure_matmul(threads: int) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    use_allocator(args.malloc)  # children inherit it
     if args.child:
         print(json.dumps(measure(json.loads(args.child))))
         return 0
@@ -321,6 +330,7 @@ def main(argv=None) -> int:
         "command": " ".join([Path(sys.argv[0]).as_posix(), *(sys.argv[1:] if argv is None else argv)]),
         **machine_facts(args.threads),
         "load_average": {"before": load_before, "after": load_average()},
+        "malloc": {"mode": args.malloc, "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES")},
         "matmul": matmul,
         "matmul_runs": {"before": matmul_before, "after": matmul_after},
         "runs": [derive(run, matmul) for run in runs],

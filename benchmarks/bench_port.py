@@ -23,12 +23,22 @@ import argparse
 import datetime
 import importlib.util
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
 
 import torch
-from common import RESULTS, build_model, load_average, machine_facts, machine_name, summary, time_repeats
+from common import (
+    RESULTS,
+    build_model,
+    load_average,
+    machine_facts,
+    machine_name,
+    summary,
+    time_repeats,
+    use_allocator,
+)
 from rich.progress import Progress
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -43,6 +53,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--sizes", default="128,256", help="comma-separated square sizes (multiples of 64)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--repeats", type=int, default=5, help="timed forward passes per model and size")
+    parser.add_argument(
+        "--malloc",
+        choices=("retain", "default"),
+        default="retain",
+        help="retain: glibc keeps freed memory for reuse (GLIBC_TUNABLES, see common.py); default: glibc as is",
+    )
     parser.add_argument("--name", help="machine name for the result file (default: the host name)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS, help="where the .json goes")
     args = parser.parse_args(argv)
@@ -89,6 +105,7 @@ def count_macs(model: torch.nn.Module, x: torch.Tensor) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    use_allocator(args.malloc)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     models = {"port": load_port(args.port_file).eval(), "ours": build_model("maxim_3s").eval()}
@@ -125,6 +142,7 @@ def main(argv=None) -> int:
         "command": " ".join([Path(sys.argv[0]).as_posix(), *(sys.argv[1:] if argv is None else argv)]),
         **machine_facts(args.threads),
         "load_average": {"before": load_before, "after": load_average()},
+        "malloc": {"mode": args.malloc, "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES")},
         "port": f"vztu/maxim-pytorch {PORT_CLASS} ({args.port_file.name})",
         "parameters": parameters,
         "rows": rows,

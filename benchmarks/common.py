@@ -27,6 +27,31 @@ RESULTS = ROOT / "benchmarks" / "results"
 MODELS = ("maxim_1s", "maxim_2s", "maxim_3s")
 
 
+# glibc serves blocks above its mmap threshold (32 MiB at most) with fresh mmap'ed
+# pages, which the kernel faults in and zeroes, and unmaps them again on free. From
+# about 512^2 on, most of MAXIM's activations are that large, so every op pays for
+# fresh pages and the cost grows faster than the pixels (measured: 3.4M page faults,
+# 7 s of kernel time in one 512^2 MAXIM-3S forward on 1 thread). Keeping freed memory
+# in the heap avoids it, as the CUDA caching allocator does on GPU; jemalloc or
+# tcmalloc (LD_PRELOAD) do the same.
+RETAIN_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
+
+
+def use_allocator(mode: str) -> None:
+    """Run this script under the allocator ``mode``: "retain" (glibc keeps freed
+    memory, via GLIBC_TUNABLES) or "default" (glibc as configured). glibc reads
+    its tunables at start-up, so this re-executes the script when they differ."""
+    wanted = RETAIN_TUNABLES if mode == "retain" else None
+    if os.environ.get("GLIBC_TUNABLES") == wanted or (wanted is None and "GLIBC_TUNABLES" not in os.environ):
+        return
+    env = dict(os.environ)
+    if wanted is None:
+        env.pop("GLIBC_TUNABLES")
+    else:
+        env["GLIBC_TUNABLES"] = wanted
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
 def build_model(name: str, **overrides) -> torch.nn.Module:
     """A MAXIM preset from ``conf/model/<name>.yaml`` (the one home of its fields)."""
     from hydra.utils import instantiate

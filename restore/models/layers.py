@@ -299,24 +299,24 @@ def _antialiased_downsample(x: torch.Tensor, sh: int, sw: int) -> torch.Tensor:
     per-row (per-column) rescale of the outputs.
     """
     c = x.shape[1]
-    taps_h, scale_h = _triangle_taps(sh, x.shape[2] // sh)
-    taps_w, scale_w = _triangle_taps(sw, x.shape[3] // sw)
-    kernel_h = taps_h.to(x).view(1, 1, -1, 1).expand(c, 1, -1, 1)
-    kernel_w = taps_w.to(x).view(1, 1, 1, -1).expand(c, 1, 1, -1)
-    x = F.conv2d(x, kernel_h, stride=(sh, 1), padding=(sh // 2, 0), groups=c)
-    x = F.conv2d(x, kernel_w, stride=(1, sw), padding=(0, sw // 2), groups=c)
-    return x * (scale_h[:, None] * scale_w[None, :]).to(x)
+    taps_h, scale_h = _triangle_taps(sh, x.shape[2] // sh, x)
+    taps_w, scale_w = _triangle_taps(sw, x.shape[3] // sw, x)
+    x = F.conv2d(x, taps_h.view(1, 1, -1, 1).expand(c, 1, -1, 1), stride=(sh, 1), padding=(sh // 2, 0), groups=c)
+    x = F.conv2d(x, taps_w.view(1, 1, 1, -1).expand(c, 1, 1, -1), stride=(1, sw), padding=(0, sw // 2), groups=c)
+    return x * (scale_h[:, None] * scale_w[None, :])
 
 
-def _triangle_taps(factor: int, out_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _triangle_taps(factor: int, out_size: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The 2*factor filter taps of torch's antialiased downsampling (summing to 1)
     and, per output position, the factor that renormalises the taps left inside
-    an image of ``factor * out_size`` pixels."""
-    offsets = torch.arange(2 * factor, dtype=torch.float64)
+    an image of ``factor * out_size`` pixels; both on ``like``'s device and dtype."""
+    offsets = torch.arange(2 * factor, dtype=torch.float64, device=like.device)
     taps = (1 - (offsets - factor + 0.5).abs() / factor) / factor
-    positions = torch.arange(out_size, dtype=torch.float64)[:, None] * factor - factor // 2 + offsets
+    positions = (
+        torch.arange(out_size, dtype=torch.float64, device=like.device)[:, None] * factor - factor // 2 + offsets
+    )
     inside = (positions >= 0) & (positions < factor * out_size)
-    return taps.float(), (1 / (taps * inside).sum(1)).float()
+    return taps.to(like.dtype), (1 / (taps * inside).sum(1)).to(like.dtype)
 
 
 def tiles(x: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
