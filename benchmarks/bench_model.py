@@ -67,14 +67,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--sizes", default="128,256,512,1024", help="forward sizes (square, multiples of 64)")
     parser.add_argument(
         "--backward-sizes",
-        default="128,256",
-        help="forward+backward sizes; a MAXIM-3S step at 512^2 needs more than 24 GB of RAM (see --checkpointing)",
+        default="128,256,512",
+        help="forward+backward sizes; configurations predicted not to fit in free RAM are skipped and say so",
     )
     parser.add_argument(
-        "--checkpointing-sizes",
-        default="256,512",
-        help="forward+backward sizes measured again with activation_checkpointing=True (MAXIM-3S only)",
+        "--checkpointing-models",
+        default="maxim_2s,maxim_3s",
+        help="models whose forward+backward is measured again with activation_checkpointing=True",
     )
+    parser.add_argument("--checkpointing-sizes", default="256,512", help="sizes of those checkpointed runs")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per configuration (after one warm-up)")
     parser.add_argument("--gpu-batch", type=int, default=8, help="batch size of the GPU configurations")
@@ -90,9 +91,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--report", type=Path, help="only redraw the plot and table of a saved results .json")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # one configuration, run in a subprocess
     args = parser.parse_args(argv)
-    for name in args.models.split(","):
-        if name not in MODELS:
-            parser.error(f"--models: unknown model '{name}' (choose from {', '.join(MODELS)})")
+    for option in ("models", "checkpointing_models"):
+        for name in filter(None, getattr(args, option).split(",")):
+            if name not in MODELS:
+                parser.error(f"--{option.replace('_', '-')}: unknown model '{name}' (choose from {', '.join(MODELS)})")
     for option in ("sizes", "backward_sizes", "checkpointing_sizes"):
         try:
             sizes = [int(s) for s in getattr(args, option).split(",") if s]
@@ -249,8 +251,11 @@ def configurations(args: argparse.Namespace) -> list[dict]:
         }
 
     specs = [spec(model, size, mode) for mode, sizes in passes for size in sizes for model in models]
-    if "maxim_3s" in models:
-        specs += [spec("maxim_3s", size, "train", checkpointing=True) for size in args.checkpointing_sizes]
+    specs += [
+        spec(model, size, "train", checkpointing=True)
+        for size in args.checkpointing_sizes
+        for model in filter(None, args.checkpointing_models.split(","))
+    ]
     if torch.cuda.is_available() and not args.no_gpu:
         for variant in GPU_VARIANTS:
             # Compiling takes minutes per configuration: MAXIM-3S only (the GPU target).
@@ -401,14 +406,19 @@ def plot(results: dict, path: Path) -> None:
         style = "-o" if "fwd+bwd" not in label else ("--s" if "ckpt" not in label else ":^")
         ax_time.plot(sizes, [r["seconds_per_megapixel"] for r in runs], style, label=label)
         ax_memory.plot(sizes, [r["mib_per_megapixel"] for r in runs], style, label=label)
+    sizes = sorted({r["size"] for runs in series.values() for r in runs})
     for ax, title in ((ax_time, "time per megapixel (s, median)"), (ax_memory, "peak memory per megapixel (MiB)")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        ax.set_xticks(sizes, [str(s) for s in sizes])
+        ax.minorticks_off()
         ax.set_xlabel("image side (pixels, square)")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
     ax_time.legend(fontsize=7)
-    fig.suptitle(f"MAXIM on {results['cpu']}, {results['threads']} threads, fp32, batch 1", fontsize=10)
+    threads = f"{results['threads']} thread" + ("s" if results["threads"] > 1 else "")
+    malloc = results.get("malloc", {}).get("mode", "default")
+    fig.suptitle(f"MAXIM on {results['cpu']}, {threads}, fp32, batch 1, malloc: {malloc}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -1,0 +1,81 @@
+"""The benchmark scripts: what one configuration records, the derived rates,
+the memory guard and the port script's refusal to run without the port."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from tests.helpers import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import bench_model  # noqa: E402
+import bench_port  # noqa: E402
+
+
+def test_one_configuration_is_timed_counted_and_measured():
+    spec = {
+        "model": "maxim_1s",
+        "size": 64,
+        "mode": "forward",
+        "device": "cpu",
+        "variant": "fp32",
+        "batch": 1,
+        "checkpointing": False,
+        "threads": 1,
+        "repeats": 2,
+    }
+    threads = torch.get_num_threads()
+    try:
+        run = bench_model.measure(spec)  # meant for a child process: it sets the thread count
+    finally:
+        torch.set_num_threads(threads)
+    assert len(run["seconds"]) == 2 and run["seconds_min"] <= run["seconds_median"]
+    # MAXIM-1S: ~2.5 GMACs at 64^2, counted (the 1x1 convs of enlarging resizes run at low resolution)
+    assert 2.0e9 < run["macs"] < 2.6e9
+    assert run["peak_total_mib"] >= run["peak_mib"] > 0
+
+
+def test_derived_rates_use_the_median_and_the_matmul_of_the_same_device():
+    run = {"batch": 2, "size": 1000, "device": "cpu", "variant": "fp32", "macs": 4e9, "seconds_median": 2.0}
+    run.update(peak_mib=100.0)
+    derived = bench_model.derive(run, {"cpu": {"flops": 8e9}})
+    assert derived["gflops"] == pytest.approx(4.0)  # 2 FLOPs per MAC over 2 s
+    assert derived["fraction_of_matmul"] == pytest.approx(0.5)
+    assert derived["seconds_per_megapixel"] == pytest.approx(1.0)  # 2 images of 1 MP
+    assert derived["mib_per_megapixel"] == pytest.approx(50.0)
+    assert derived["images_per_second"] == pytest.approx(1.0)
+
+
+def test_a_configuration_that_would_not_fit_in_memory_is_skipped(monkeypatch):
+    done = [{"model": "maxim_3s", "mode": "train", "device": "cpu", "variant": "fp32", "checkpointing": False}]
+    done[0].update(size=256, peak_mib=10_000.0)
+    spec = {**done[0], "size": 512}
+    monkeypatch.setattr(bench_model, "available_memory_mib", lambda: 20_000.0)
+    assert bench_model.predicted_overflow(spec, done) == "skipped: needs about 39.1 GiB, 19.5 GiB available"
+    monkeypatch.setattr(bench_model, "available_memory_mib", lambda: 100_000.0)
+    assert bench_model.predicted_overflow(spec, done) is None
+    assert bench_model.predicted_overflow({**spec, "checkpointing": True}, done) is None  # nothing to judge from
+
+
+def test_bad_sizes_are_refused_with_the_option_named():
+    with pytest.raises(SystemExit):
+        bench_model.parse_args(["--sizes", "100"])
+    with pytest.raises(SystemExit):
+        bench_model.parse_args(["--models", "maxim_9s"])
+
+
+def test_the_port_comparison_says_how_to_get_the_port_when_it_is_missing(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        bench_port.parse_args([])
+    assert exit_info.value.code == 2
+    assert "--port-file is required" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench_port.parse_args(["--port-file", str(tmp_path / "absent.py")])
+    assert "does not exist" in capsys.readouterr().err
+    wrong = tmp_path / "other.py"
+    wrong.write_text("x = 1\n")
+    with pytest.raises(SystemExit, match="no class MAXIM_dns_3s"):
+        bench_port.load_port(wrong)
