@@ -3,8 +3,8 @@
 For each model and square size: the forward pass (inference, no autograd)
 and the forward+backward pass (a training step without the optimizer) per
 image, their peak memory, and the multiply-adds they perform, counted with
-``torch.utils.flop_counter.FlopCounterMode`` on the warm-up pass of the same
-run. The machine's own fp32 matmul throughput (best 2048^3 matmul) is measured
+``torch.utils.flop_counter.FlopCounterMode`` in the same run (on the meta
+device, see ``count_macs``). The machine's own fp32 matmul throughput (best 2048^3 matmul) is measured
 in the same run, and each configuration is reported as a fraction of it.
 
 Every configuration runs in a fresh subprocess, so its peak memory is its
@@ -118,12 +118,40 @@ def current_rss_bytes() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
-def measure(spec: dict) -> dict:
-    """Time, count and measure one configuration; runs in its own process."""
+def run_pass(model: torch.nn.Module, x: torch.Tensor, train: bool, autocast=None) -> None:
+    """One forward (inference) or forward+backward (every stage and scale supervised, as in training)."""
+    with autocast or contextlib.nullcontext(), torch.set_grad_enabled(train):
+        outputs = model(x)
+    if train:
+        sum(o.float().square().mean() for stage in outputs for o in stage).backward()
+
+
+def count_macs(spec: dict) -> int:
+    """Multiply-adds of one pass, counted by FlopCounterMode on the meta device.
+
+    The same model code runs on shapes only, so counting costs neither time nor
+    memory and cannot disturb the peak measured afterwards (counting a real
+    checkpointed pass inflated its memory). On CPU the fused oneDNN kernels
+    count exactly like the ATen ops the meta pass uses
+    (tests/models/test_fast_paths.py); precision and layout do not change it.
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
+    train = spec["mode"] == "train"
+    with torch.device("meta"):
+        model = build_model(spec["model"], activation_checkpointing=spec["checkpointing"]).train(train)
+        x = torch.rand(spec["batch"], 3, spec["size"], spec["size"])
+    counter = FlopCounterMode(display=False)
+    with counter:
+        run_pass(model, x, train)
+    return counter.get_total_flops() // 2
+
+
+def measure(spec: dict) -> dict:
+    """Time, count and measure one configuration; runs in its own process."""
     torch.set_num_threads(spec["threads"])
     device, variant, train = spec["device"], spec["variant"], spec["mode"] == "train"
+    macs = count_macs(spec)
     torch.manual_seed(0)
     model = build_model(spec["model"], activation_checkpointing=spec["checkpointing"]).to(device).train(train)
     x = torch.rand(spec["batch"], 3, spec["size"], spec["size"], device=device)
@@ -131,50 +159,34 @@ def measure(spec: dict) -> dict:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     runner = torch.compile(model) if variant.endswith("compile") else model
+    autocast = torch.autocast(device, dtype=torch.bfloat16) if variant.startswith("bf16") else None
 
-    def step(net):
-        autocast = (
-            torch.autocast(device, dtype=torch.bfloat16) if variant.startswith("bf16") else contextlib.nullcontext()
-        )
-        if train:
-            with autocast:
-                outputs = net(x)
-            # every stage and scale is supervised, as in training
-            sum(o.float().square().mean() for stage in outputs for o in stage).backward()
-            model.zero_grad(set_to_none=True)
-        else:
-            with torch.no_grad(), autocast:
-                net(x)
+    def step():
+        run_pass(runner, x, train, autocast)
+        model.zero_grad(set_to_none=True)
 
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
     else:
         before = current_rss_bytes()
-    counter = FlopCounterMode(display=False)
-    with counter:
-        step(model)  # counted warm-up, always eager: compilation does not change the arithmetic
-    if runner is not model:
-        step(runner)  # compilation happens here, outside the timed passes
+    step()  # warm-up: thread pools, oneDNN kernels, compilation
     usage_before = resource.getrusage(resource.RUSAGE_SELF)
-    seconds = time_repeats(lambda: step(runner), spec["repeats"], device)
+    seconds = time_repeats(step, spec["repeats"], device)
     usage_after = resource.getrusage(resource.RUSAGE_SELF)
     if device == "cuda":
-        peak = torch.cuda.max_memory_allocated() - before
         peak_total = torch.cuda.max_memory_allocated()
-    else:
-        peak_total = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-        peak = peak_total - before
-    if device == "cuda":
         spec = {
             **spec,
             "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
         }
+    else:
+        peak_total = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     return {
         **spec,
         **summary(seconds),
-        "macs": counter.get_total_flops() // 2,
-        "peak_mib": peak / 2**20,
+        "macs": macs,
+        "peak_mib": (peak_total - before) / 2**20,
         "peak_total_mib": peak_total / 2**20,
         # page faults and kernel time of the timed passes: the cost of fresh pages
         "minor_faults": usage_after.ru_minflt - usage_before.ru_minflt,
