@@ -121,7 +121,10 @@ def resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
     if mode == "nearest":
         out = F.interpolate(nchw, size=size, mode="nearest-exact")
     else:
-        out = F.interpolate(nchw, size=size, mode="bilinear", align_corners=False, antialias=True)
+        # The antialiased kernel has no bfloat16/half version on CPU: run it in
+        # float32 under mixed precision (it is a cheap, memory-bound op).
+        compute = nchw if nchw.dtype in (torch.float32, torch.float64) else nchw.float()
+        out = F.interpolate(compute, size=size, mode="bilinear", align_corners=False, antialias=True).to(nchw.dtype)
     return out.permute(0, 2, 3, 1)
 
 
