@@ -240,3 +240,44 @@ def test_stream_keys_and_plain_indices_give_deterministic_items():
     key = StreamKey(image=3, position=41)
     assert torch.equal(dataset[key]["input"], dataset[key]["input"])
     assert not torch.equal(dataset[key]["target"], dataset[StreamKey(3, 42)]["target"])
+
+
+def test_a_lightning_trainer_fits_and_validates_on_it_without_its_own_sampler():
+    import lightning as L
+    from torch.nn import functional as F
+
+    class Identityish(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Conv2d(3, 3, 3, padding=1)
+            self.seen = []
+
+        def training_step(self, batch, batch_idx):
+            self.seen.append(batch["name"])
+            return F.l1_loss(self.net(batch["input"]), batch["target"])
+
+        def validation_step(self, batch, batch_idx, dataloader_idx=0):
+            self.log("val_l1", F.l1_loss(self.net(batch["input"]), batch["target"]), batch_size=1)
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters())
+
+    datamodule = instantiate(compose_data("+data=demo", "data.patch_size=32", "data.batch_size=2"))
+    trainer = L.Trainer(
+        max_steps=3,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        val_check_interval=3,
+    )
+    model = Identityish()
+    trainer.fit(model, datamodule=datamodule)
+    assert trainer.global_step == 3 and "val_l1" in trainer.callback_metrics
+    expected = [
+        b["name"]
+        for b in _stream(instantiate(compose_data("+data=demo", "data.patch_size=32", "data.batch_size=2")), 1)
+    ]
+    assert model.seen == expected[:3]  # the seeded stream, batch for batch
