@@ -114,6 +114,8 @@ class RestorationDataModule(L.LightningDataModule):
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"data.{key} must be an integer >= {minimum}, got {value!r}")
+        if val_max_images is not None and (not isinstance(val_max_images, int) or val_max_images < 1):
+            raise ValueError(f"data.val_max_images must be a positive integer or null, got {val_max_images!r}")
         if train_split is not None and train_split not in self.benchmark.splits:
             raise ValueError(
                 f"data.train_split={train_split!r}: {self.name} has splits {', '.join(self.benchmark.splits)}"
