@@ -96,10 +96,6 @@ class Benchmark:
         return tuple(splits)
 
     @property
-    def train_split(self) -> str | None:
-        return "train" if "train" in self.splits else None
-
-    @property
     def val_split(self) -> str | None:
         return "val" if "val" in self.splits else None
 

@@ -76,6 +76,8 @@ class RestorationDataModule(L.LightningDataModule):
     val_max_images: caps each validation set (evenly spaced images), None for all.
     patches_per_image: crops cut from each decoded training image (decoding is the
         cost of large images; crops of one image land in the same batch).
+    cache_dir: where training images are kept decoded, uncompressed (3 bytes per pixel,
+        written during the first epoch); None decodes every time.
     options: dataset options, e.g. GoPro's ``blur_kind``.
     """
 
@@ -93,6 +95,7 @@ class RestorationDataModule(L.LightningDataModule):
         batch_size: int = 8,
         num_workers: int = 4,
         patches_per_image: int = 1,
+        cache_dir: str | None = None,
         seed: int = 0,
         pin_memory: bool | None = None,
         **options: Any,
@@ -111,13 +114,15 @@ class RestorationDataModule(L.LightningDataModule):
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"data.{key} must be an integer >= {minimum}, got {value!r}")
+        if val_max_images is not None and (not isinstance(val_max_images, int) or val_max_images < 1):
+            raise ValueError(f"data.val_max_images must be a positive integer or null, got {val_max_images!r}")
         if train_split is not None and train_split not in self.benchmark.splits:
             raise ValueError(
                 f"data.train_split={train_split!r}: {self.name} has splits {', '.join(self.benchmark.splits)}"
             )
         self.train_split = train_split
         self.patch_size, self.batch_size, self.num_workers = patch_size, batch_size, num_workers
-        self.patches_per_image, self.seed = patches_per_image, seed
+        self.patches_per_image, self.cache_dir, self.seed = patches_per_image, cache_dir, seed
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         default_val = [{"split": self.benchmark.val_split}] if self.benchmark.val_split else []
         default_test = [{"split": split} for split in self.benchmark.test_splits]
@@ -196,6 +201,7 @@ class RestorationDataModule(L.LightningDataModule):
                 seed=self.seed,
                 patch_size=self.patch_size,
                 augment=True,
+                cache_dir=self.cache_dir,
                 **self.options,
             )
         if stage in ("fit", "validate", None) and not self.val_datasets:

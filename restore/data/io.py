@@ -9,6 +9,7 @@ Everything that cannot be read raises :class:`ImageReadError` naming the file.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 from pathlib import Path
 
@@ -54,6 +55,35 @@ def decode_image(path: str | os.PathLike) -> np.ndarray:
     if image.dtype not in _MAX_VALUE:
         raise ImageReadError(f"{path} holds {image.dtype} samples; only 8- and 16-bit images are read")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def decode_image_cached(path: str | os.PathLike, cache_dir: str | os.PathLike) -> np.ndarray:
+    """:func:`decode_image` through a cache of uncompressed arrays: the first call decodes and stores
+    ``<cache_dir>/<key>.npy``, later calls memory-map it (a crop then reads only its own rows).
+
+    PNG decoding is the cost of training on large frames; a cached pair costs a memory copy. The key
+    hashes the file's absolute path, size and modification time, so an edited file is decoded again.
+    """
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError:
+        return decode_image(path)  # raises the ImageReadError that names the problem
+    key = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+    cached = Path(cache_dir) / key[:2] / f"{key}.npy"
+    if not cached.is_file():
+        image = decode_image(path)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_name(f"{key}.{os.getpid()}.partial")  # workers may race: the last rename wins
+        with open(partial, "wb") as file:
+            np.save(file, image)
+        os.replace(partial, cached)
+    return _memory_map(str(cached))
+
+
+@functools.lru_cache(maxsize=8192)  # opening a map costs more than cropping from it
+def _memory_map(path: str) -> np.ndarray:
+    return np.load(path, mmap_mode="r")
 
 
 def to_float(image: np.ndarray) -> np.ndarray:

@@ -23,7 +23,8 @@ class DatasetError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------
-# Image sources: where one image of a sample comes from. Each reads to (H, W, 3) uint8/uint16.
+# Image sources: where one image of a sample comes from. Each reads to (H, W, 3) uint8 or uint16
+# (float32 in [0, 1] for DND, whose .mat files hold floats).
 
 
 @dataclass(frozen=True)

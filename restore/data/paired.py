@@ -21,8 +21,8 @@ from torch.utils.data import Dataset
 
 from restore.data.benchmarks import Benchmark, get_benchmark
 from restore.data.degrade import Degradation, build_degradation
-from restore.data.io import to_float
-from restore.data.layout import DatasetError, Sample
+from restore.data.io import decode_image_cached, to_float
+from restore.data.layout import DatasetError, FileSource, Sample, Source
 from restore.data.sampling import StreamKey, derive_seed
 
 
@@ -38,9 +38,10 @@ class RestorationDataset(Dataset):
         seed: int = 0,
         patch_size: int | None = None,
         augment: bool = False,
+        cache_dir: str | Path | None = None,
     ):
         self.benchmark, self.samples = benchmark, samples
-        self.degradation, self.seed, self.patch_size = degradation, seed, patch_size
+        self.degradation, self.seed, self.patch_size, self.cache_dir = degradation, seed, patch_size, cache_dir
         steps = []
         if patch_size:
             steps.append(A.RandomCrop(patch_size, patch_size))
@@ -85,12 +86,17 @@ class RestorationDataset(Dataset):
         # The last pair is kept: a training stream cuts several patches from one decode.
         if self._last_read is not None and self._last_read[0] == index:
             return self._last_read[1], self._last_read[2]
-        image = sample.input.read() if sample.input is not None else None
-        target = sample.target.read() if sample.target is not None else None
+        image = self._read_source(sample.input) if sample.input is not None else None
+        target = self._read_source(sample.target) if sample.target is not None else None
         if image is not None and target is not None and image.shape[:2] != target.shape[:2]:
             target = _crop_target(sample, image, target)
         self._last_read = (index, image, target)
         return image, target
+
+    def _read_source(self, source: Source) -> np.ndarray:
+        if self.cache_dir is not None and isinstance(source, FileSource):
+            return decode_image_cached(source.path, self.cache_dir)
+        return source.read()
 
     def _transform(self, sample: Sample, image, target, seed: int):
         reference = image if image is not None else target
@@ -135,6 +141,7 @@ def build_dataset(
     patch_size: int | None = None,
     augment: bool = False,
     max_images: int | None = None,
+    cache_dir: str | Path | None = None,
     **options: Any,
 ) -> RestorationDataset:
     """The dataset ``name`` (a key of ``BENCHMARKS``) read from ``root``, the dataset's own folder
@@ -146,6 +153,8 @@ def build_dataset(
     patch_size: random square crops of this size (full images when None).
     augment: random flips and quarter turns, the same for input and target.
     max_images: keep this many evenly spaced items (quick validation on large sets).
+    cache_dir: keep decoded images there, uncompressed (see ``io.decode_image_cached``); about
+        3 bytes per pixel of the dataset, written while the first epoch reads.
     options: dataset options from the table, e.g. GoPro ``blur_kind="blur_gamma"``.
     """
     benchmark = get_benchmark(name)
@@ -168,5 +177,11 @@ def build_dataset(
     if max_images is not None and max_images < len(samples):
         samples = [samples[(2 * i + 1) * len(samples) // (2 * max_images)] for i in range(max_images)]
     return RestorationDataset(
-        benchmark, samples, degradation=degradation, seed=seed, patch_size=patch_size, augment=augment
+        benchmark,
+        samples,
+        degradation=degradation,
+        seed=seed,
+        patch_size=patch_size,
+        augment=augment,
+        cache_dir=cache_dir,
     )

@@ -30,8 +30,8 @@ from rich.progress import track
 from rich.table import Table
 
 from restore.data.benchmarks import SIDD_CROPS, Benchmark, get_benchmark
-from restore.data.io import ImageReadError, decode_image, to_float, write_image
-from restore.data.layout import DatasetError, Sample, list_images
+from restore.data.io import ImageReadError, decode_image, image_size, to_float, write_image
+from restore.data.layout import DatasetError, FileSource, Sample, Source, list_images
 
 SIDD_CROP_SIZE, SIDD_CROP_STRIDE = 512, 384
 
@@ -45,7 +45,8 @@ class SplitReport:
 
 
 def check_split(benchmark: Benchmark, root: Path, split: str, *, decode: bool = True, **options) -> SplitReport:
-    """Pair one split and read every file of it; problems are collected, not raised."""
+    """Pair one split and check every pair: decoded (or, without ``decode``, sizes from the file headers).
+    Problems are collected, not raised."""
     report = SplitReport(split, expected=benchmark.counts.get(split))
     try:
         samples = benchmark.samples(root, split, **options)
@@ -55,23 +56,29 @@ def check_split(benchmark: Benchmark, root: Path, split: str, *, decode: bool = 
     report.pairs = len(samples)
     if report.expected is not None and report.pairs != report.expected:
         report.problems.append(f"{report.pairs} samples, the official release has {report.expected}")
-    if decode:
-        for sample in track(samples, description=f"{benchmark.name} {split}: reading", transient=True):
-            problem = _check_sample(sample)
-            if problem:
-                report.problems.append(problem)
+    verb = "reading" if decode else "checking sizes"
+    for sample in track(samples, description=f"{benchmark.name} {split}: {verb}", transient=True):
+        problem = _check_sample(sample, decode)
+        if problem:
+            report.problems.append(problem)
     return report
 
 
-def _check_sample(sample: Sample) -> str | None:
+def _size(source: Source, decode: bool) -> tuple[int, int] | None:
+    """(height, width) of a source: decoded, or from a file's header; None when unknown without decoding."""
+    if decode:
+        return source.read().shape[:2]
+    return image_size(source.path) if isinstance(source, FileSource) else None
+
+
+def _check_sample(sample: Sample, decode: bool) -> str | None:
     try:
-        image = sample.input.read() if sample.input is not None else None
-        target = sample.target.read() if sample.target is not None else None
+        sizes = [_size(source, decode) for source in (sample.input, sample.target) if source is not None]
     except (ImageReadError, DatasetError) as error:
         return str(error)
-    if image is None or target is None or image.shape[:2] == target.shape[:2]:
+    if len(sizes) < 2 or None in sizes or sizes[0] == sizes[1]:
         return None
-    (h, w), (th, tw) = image.shape[:2], target.shape[:2]
+    (h, w), (th, tw) = sizes
     if sample.crop_target and th >= h and tw >= w:
         return None  # the documented SOTS-indoor border, cropped when read
     return f"{sample.input} is {w}x{h} but its target {sample.target} is {tw}x{th}"
@@ -187,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dataset", help="a dataset name, e.g. GoPro, SIDD, SOTS")
     parser.add_argument("--root", type=Path, required=True, help="the dataset folder, e.g. data/GoPro")
-    parser.add_argument("--quick", action="store_true", help="pair files and count them without decoding")
+    parser.add_argument("--quick", action="store_true", help="pair, count and compare sizes without decoding")
     parser.add_argument("--blur-kind", choices=("blur", "blur_gamma"), help="GoPro: which blurred frames")
     args = parser.parse_args(argv)
     options = {"blur_kind": args.blur_kind} if args.blur_kind else {}

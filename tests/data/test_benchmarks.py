@@ -278,3 +278,19 @@ def test_patches_and_flips_are_identical_on_input_and_target(tmp_path):
         torch.testing.assert_close(item["input"] * 255, item["target"] * 255 + 100, atol=1e-3, rtol=0)
         crops.add(tuple(item["target"].flatten().tolist()))
     assert len(crops) == 2
+
+
+def test_cached_training_items_equal_decoded_ones_and_the_cache_lives_outside_the_root(tmp_path):
+    from restore.data.sampling import StreamKey
+
+    root = layouts.gopro(tmp_path / "GoPro")
+    before = layouts.tree_state(root)
+    plain = build_dataset("GoPro", root, "train", patch_size=8, augment=True)
+    cached = build_dataset("GoPro", root, "train", patch_size=8, augment=True, cache_dir=tmp_path / "cache")
+    for _ in range(2):  # the first pass fills the cache, the second reads it
+        for position in range(6):
+            key = StreamKey(position % len(plain), position)
+            assert torch.equal(plain[key]["input"], cached[key]["input"])
+            assert torch.equal(plain[key]["target"], cached[key]["target"])
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 8  # 4 pairs, decoded once each
+    assert layouts.tree_state(root) == before

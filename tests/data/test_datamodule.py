@@ -221,6 +221,7 @@ def test_test_only_dataset_refuses_to_train_with_a_clear_error(tmp_path):
         ({"patch_size": 0}, r"data\.patch_size must be an integer >= 1, got 0"),
         ({"batch_size": 2.5}, r"data\.batch_size must be an integer >= 1"),
         ({"num_workers": -1}, r"data\.num_workers must be an integer >= 0"),
+        ({"val_max_images": 0}, r"data\.val_max_images must be a positive integer or null"),
         ({"blurkind": "blur"}, r"GoPro has no option blurkind; its options: blur_kind"),
         ({"train_split": "training"}, r"data\.train_split='training': GoPro has splits train, test, val"),
         ({"val_sets": [{"split": "val", "sigma": 5}]}, r"data\.val_sets\[0\] has unknown key\(s\) sigma"),

@@ -167,3 +167,25 @@ def test_corrupt_mat_file_error_names_it(tmp_path):
     (tmp_path / "bad.mat").write_bytes(b"not a mat file at all" * 10)
     with pytest.raises(ImageReadError, match=r"bad\.mat"):
         read_mat_variable(tmp_path / "bad.mat", "X")
+
+
+def test_decoded_cache_returns_the_same_pixels_without_decoding_again(tmp_path, monkeypatch):
+    from restore.data import io as image_io
+
+    rgb16 = np.random.default_rng(1).integers(0, 65536, (6, 10, 3), dtype=np.uint16)
+    source = tmp_path / "frame.png"
+    cv2.imwrite(str(source), rgb16[:, :, ::-1])
+    first = image_io.decode_image_cached(source, tmp_path / "cache")
+    np.testing.assert_array_equal(first, rgb16)
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 1
+
+    def no_decoding(path):
+        raise AssertionError(f"{path} was decoded again")
+
+    monkeypatch.setattr(image_io, "decode_image", no_decoding)
+    np.testing.assert_array_equal(image_io.decode_image_cached(source, tmp_path / "cache"), rgb16)
+    monkeypatch.undo()
+    cv2.imwrite(str(source), np.zeros((3, 4, 3), np.uint8))  # an edited file is decoded again
+    assert image_io.decode_image_cached(source, tmp_path / "cache").shape == (3, 4, 3)
+    with pytest.raises(ImageReadError, match=r"gone\.png does not exist"):
+        image_io.decode_image_cached(tmp_path / "gone.png", tmp_path / "cache")

@@ -41,6 +41,8 @@ def test_report_names_unreadable_files_and_size_mismatches(tmp_path):
     assert f"{root / 'input' / '2.png'} cannot be decoded" in report
     assert f"{root / 'input' / '10.png'} is 24x16 but its target {root / 'target' / '10.png'} is 8x8" in report
     assert "Fix the problems above" in report
+    ok, quick = _report("folder", root, decode=False)  # --quick: sizes from the headers, no decoding
+    assert f"{root / 'input' / '10.png'} is 24x16 but its target" in quick
 
 
 def test_report_accepts_the_documented_sots_indoor_border(tmp_path):
