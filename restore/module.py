@@ -127,13 +127,13 @@ class RestorationModule(pl.LightningModule):
         """Restore one full-size image and score it (and the degraded input, the baseline)."""
         protocol = self._val_protocols()[dataloader_idx]
         restored = forward_padded(self.model, batch["input"])
-        for i, name in enumerate(batch["name"]):
-            result = score(restored[i : i + 1], batch["target"][i : i + 1], protocol)
-            baseline = score(batch["input"][i : i + 1], batch["target"][i : i + 1], protocol)
-            self._val_psnr[dataloader_idx].update(result["psnr"])
-            self._val_ssim[dataloader_idx].update(result["ssim"])
-            self._val_input_psnr[dataloader_idx].update(baseline["psnr"])
-            self._val_rows.append((dataloader_idx, name, result["psnr"], result["ssim"]))
+        result = score(restored, batch["target"], protocol)
+        baseline = score(batch["input"], batch["target"], protocol)
+        self._val_psnr[dataloader_idx].update(result["psnr"])
+        self._val_ssim[dataloader_idx].update(result["ssim"])
+        self._val_input_psnr[dataloader_idx].update(baseline["psnr"])
+        for name, psnr, ssim in zip(batch["name"], result["psnr"].tolist(), result["ssim"].tolist()):
+            self._val_rows.append((dataloader_idx, name, psnr, ssim))
         return restored
 
     def on_validation_epoch_end(self) -> None:
