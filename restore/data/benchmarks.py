@@ -342,8 +342,8 @@ def _reside(recursive: bool) -> Rule:
 def _hazy_to_clear(
     hazy_dir: Path, clear_dir: Path, where: str, *, recursive: bool = False, crop_target: bool = False
 ) -> list[Sample]:
-    hazy = {path.stem: path for path in list_images(hazy_dir, f"{where} hazy images", recursive=recursive)}
-    clear = {path.stem: path for path in list_images(clear_dir, f"{where} clear images", recursive=recursive)}
+    hazy = index_by_stem(list_images(hazy_dir, f"{where} hazy images", recursive=recursive), hazy_dir, flat=True)
+    clear = index_by_stem(list_images(clear_dir, f"{where} clear images", recursive=recursive), clear_dir, flat=True)
     pairs = pair_files(f"{where} ({hazy_dir} -> {clear_dir})", hazy, clear, lambda stem: stem.split("_")[0])
     return [
         Sample(stem, FileSource(inp), FileSource(tgt), group=stem.split("_")[0], crop_target=crop_target)

@@ -28,7 +28,7 @@ Params = dict[str, Tensor]
 Range = float | Sequence[float]
 
 
-def _as_range(value: Range, name: str, low: float = 0.0, high: float = math.inf) -> tuple[float, float]:
+def _as_range(value: Range, name: str, low: float, high: float) -> tuple[float, float]:
     """A number or ``[low, high]`` -> ``(low, high)``, checked against the allowed interval."""
     if isinstance(value, bool) or not isinstance(value, (int, float, Sequence)) or isinstance(value, str):
         raise ValueError(f"{name} must be a number or [low, high], got {value!r}")

@@ -153,11 +153,12 @@ def list_images(folder: Path, what: str, *, recursive: bool = False, allow_empty
     return images
 
 
-def index_by_stem(paths: Iterable[Path], folder: Path) -> dict[str, Path]:
-    """``{relative path without extension: path}``; the same stem twice (a.png, a.jpg) is an error."""
+def index_by_stem(paths: Iterable[Path], folder: Path, *, flat: bool = False) -> dict[str, Path]:
+    """``{relative path without extension: path}`` (``flat``: the bare file stem, whatever the
+    sub-folder); the same key twice (a.png and a.jpg, or part1/a.jpg and part2/a.jpg) is an error."""
     index: dict[str, Path] = {}
     for path in paths:
-        key = path.relative_to(folder).with_suffix("").as_posix()
+        key = path.stem if flat else path.relative_to(folder).with_suffix("").as_posix()
         if key in index:
             raise DatasetError(f"{index[key]} and {path} have the same name; keep one of them")
         index[key] = path

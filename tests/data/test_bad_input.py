@@ -72,6 +72,13 @@ def test_hazy_image_without_its_gt_is_named(tmp_path):
         build_dataset("SOTS", root, "outdoor")
 
 
+def test_the_same_name_twice_is_refused_not_silently_dropped(tmp_path):
+    root = layouts.reside_its(tmp_path / "RESIDE_OTS")
+    layouts.write_png(root / "hazy" / "part2" / "1_1_0.62.png", 7)  # also in hazy/ itself
+    with pytest.raises(DatasetError, match=r"1_1_0\.62\.png and .*part2/1_1_0\.62\.png have the same name"):
+        build_dataset("RESIDE_OTS", root, "train")
+
+
 def test_pair_of_different_sizes_names_both_files(tmp_path):
     root = layouts.input_target(tmp_path / "mine")
     layouts.write_png(root / "target" / "2.png", 1, size=(10, 12))

@@ -196,11 +196,13 @@ def test_folder_config_takes_its_root_from_the_command_line(tmp_path):
 
 
 def test_every_data_config_composes_and_instantiates(tmp_path):
-    for path in sorted((ROOT / "conf" / "data").glob("[!_]*.yaml")):
-        overrides = [f"+data={path.stem}"] + (["data.root=x"] if path.stem == "folder" else [])
-        datamodule = instantiate(compose_data(*overrides, data_root=tmp_path))
-        assert isinstance(datamodule, RestorationDataModule), path.name
-        assert len(datamodule.test_names) >= 1 or datamodule.benchmark.test_splits == (), path.name
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        for path in sorted((ROOT / "conf" / "data").glob("[!_]*.yaml")):
+            overrides = [f"+data={path.stem}", f"+data_root={tmp_path}", "+degradation={name: haze}"]
+            config = compose(overrides=overrides + (["data.root=x"] if path.stem == "folder" else []))
+            datamodule = instantiate(config.data)
+            assert isinstance(datamodule, RestorationDataModule), path.name
+            assert datamodule.test_names or datamodule.benchmark.test_splits == (), path.name
 
 
 def test_missing_dataset_says_where_to_put_it_and_that_demo_runs_without_it(tmp_path):

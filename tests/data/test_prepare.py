@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
-import subprocess
+import runpy
 import sys
 
 import cv2
 import numpy as np
+import pytest
 from rich.console import Console
 
 from restore.data import build_dataset, read_image
@@ -100,14 +101,11 @@ def test_cli_exit_codes_and_missing_root_message(tmp_path, capsys):
     assert "Kodak24 not found" in capsys.readouterr().err
 
 
-def test_data_prepare_script_runs_from_the_repository_root(tmp_path):
+def test_data_prepare_script_runs_as_a_script(tmp_path, monkeypatch, capsys):
     folder = layouts.input_target(tmp_path / "pairs")
-    result = subprocess.run(
-        [sys.executable, "data/prepare.py", "folder", "--root", str(folder), "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "Ready." in result.stdout
+    monkeypatch.setattr(sys, "argv", ["data/prepare.py", "folder", "--root", str(folder), "--quick"])
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the script puts the repository root first
+    with pytest.raises(SystemExit) as exit_status:
+        runpy.run_path(str(ROOT / "data" / "prepare.py"), run_name="__main__")
+    assert exit_status.value.code == 0
+    assert "Ready." in capsys.readouterr().out
