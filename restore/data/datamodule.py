@@ -237,6 +237,18 @@ class RestorationDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> list[DataLoader]:
         return self.test_dataloader()
 
+    def state_dict(self) -> dict[str, int]:
+        """Saved in every checkpoint: how far this rank has read the training stream."""
+        trainer = self.trainer
+        consumed = self.train_start
+        if trainer is not None:
+            consumed = trainer.global_step * trainer.accumulate_grad_batches * self.batch_size
+        return {"train_start": consumed}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """On resume (before ``train_dataloader()``): continue the stream where the run stopped."""
+        self.train_start = int(state_dict.get("train_start", 0))
+
     def _full_size_loader(self, dataset: RestorationDataset) -> DataLoader:
         rank, world_size = _rank_and_world()
         return self._loader(dataset, RankStridedSampler(len(dataset), rank, world_size), batch_size=1)
