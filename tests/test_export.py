@@ -15,7 +15,7 @@ from restore.export import export
 from restore.inference import forward_padded
 from restore.models import MAXIM, CheckpointError, load_official
 from restore.models.loading import load_model
-from tests.helpers import ROOT, TINY_MAXIM, shared_path
+from tests.helpers import ROOT, shared_path
 
 # A small MAXIM with both resizes the export must translate: a 2-scale input pyramid
 # (nearest-exact) and cross-gating across levels (antialiased bilinear). Size multiple 8x16.
@@ -101,26 +101,26 @@ def lightning_checkpoint(model: MAXIM, **extra) -> dict:
     return {"state_dict": state, "hyper_parameters": {"model": cfg}, "epoch": 3, **extra}
 
 
-def test_load_model_rebuilds_a_lightning_checkpoint(tiny_maxim, tmp_path):
+def test_load_model_rebuilds_a_lightning_checkpoint(small_maxim, tmp_path):
     path = tmp_path / "last.ckpt"
-    torch.save(lightning_checkpoint(tiny_maxim), path)
+    torch.save(lightning_checkpoint(small_maxim), path)
     loaded = load_model(ckpt=path)
     assert not loaded.training
     x = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
-        assert torch.equal(forward_padded(loaded, x), forward_padded(tiny_maxim.eval(), x))
+        assert torch.equal(forward_padded(loaded, x), forward_padded(small_maxim, x))
 
 
-def test_load_model_prefers_ema_weights(tiny_maxim, tmp_path):
+def test_load_model_prefers_ema_weights(small_maxim, tmp_path):
     torch.manual_seed(1)
-    ema = MAXIM(**TINY_MAXIM)
+    ema = MAXIM(**EXPORT_MAXIM)
     path = tmp_path / "ema.ckpt"
-    torch.save(lightning_checkpoint(tiny_maxim, ema_state_dict=ema.state_dict()), path)
+    torch.save(lightning_checkpoint(small_maxim, ema_state_dict=ema.state_dict()), path)
     loaded = load_model(ckpt=path)
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), ema.state_dict().values()))
 
 
-def test_load_model_refuses_unsafe_or_unfitting_checkpoints(tiny_maxim, tmp_path):
+def test_load_model_refuses_unsafe_or_unfitting_checkpoints(small_maxim, tmp_path):
     unsafe = tmp_path / "unsafe.ckpt"
     torch.save(
         {"state_dict": {}, "hyper_parameters": {"model": {"features": 8}, "callback": np.random.default_rng()}}, unsafe
@@ -132,7 +132,7 @@ def test_load_model_refuses_unsafe_or_unfitting_checkpoints(tiny_maxim, tmp_path
     with pytest.raises(CheckpointError, match="'os.system' is not a model of restore.models"):
         load_model(ckpt=hostile)
     other = tmp_path / "other.ckpt"
-    checkpoint = lightning_checkpoint(tiny_maxim)
+    checkpoint = lightning_checkpoint(small_maxim)
     checkpoint["hyper_parameters"]["model"]["features"] = 16
     torch.save(checkpoint, other)
     with pytest.raises(CheckpointError, match="do not fit the model config"):
