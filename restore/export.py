@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -82,7 +83,9 @@ def export(
     wrapper = PaddedRestorer(model.eval()).eval()
     example = torch.rand(1, getattr(model, "in_channels", 3), *_trace_size(model))
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
+    handle, partial = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
+    os.close(handle)
+    partial = Path(partial)  # a fresh name of our own: no file of the user's is touched
     try:
         run = (
             _export_onnx(wrapper, example, partial, opset)
@@ -104,10 +107,11 @@ def export(
                 f"the exported {fmt} model differs from PyTorch by up to {worst:.3g} of the output's scale "
                 f"(tolerance {tolerance}) at sizes {list(differences)}; nothing was written to {out}"
             )
-        os.link(partial, out)  # fails rather than replaces, should out have appeared meanwhile
+        refuse_existing(out)  # again: out may have appeared while exporting
+        partial.rename(out)
     finally:
         partial.unlink(missing_ok=True)
-    return {"out": str(out), "format": fmt, "max_abs_difference": differences}
+    return {"out": str(out), "format": fmt, "max_difference": differences}
 
 
 def refuse_existing(out: Path) -> None:
@@ -238,7 +242,7 @@ def main(cfg: DictConfig) -> None:
     except (CheckpointError, FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    checked = ", ".join(f"{h}x{w}: {d:.2g}" for (h, w), d in report["max_abs_difference"].items())
+    checked = ", ".join(f"{h}x{w}: {d:.2g}" for (h, w), d in report["max_difference"].items())
     print(f"wrote {report['out']} ({report['format']}); largest difference from PyTorch, relative: {checked}")
 
 

@@ -111,16 +111,17 @@ def restore_image(
 ) -> torch.Tensor:
     """Restore an NCHW batch in [0, 1] of any size: (B, C, H, W) -> (B, C_out, H, W) float32.
 
-    Every forward goes through :func:`forward_padded` (the official reflect
-    padding to the model's size multiple, cropped back).
+    The image is padded as :func:`forward_padded` pads it (the official
+    reflect padding to the model's size multiple) and cropped back.
 
-    tile: ``None`` runs the whole image at once; an int cuts it into square
-        tiles of that side (smaller images or sides stay whole), each padded
-        on its own, overlapping by ``tile_overlap`` pixels and blended with
-        linear ramps across the overlap, so no seam shows; ``"auto"`` picks
-        the side from free memory (:func:`auto_tile_size`), or no tiling when
-        the image fits. MAXIM's grid gMLP and channel attention see the whole
-        input, so tiled outputs differ slightly from untiled ones everywhere.
+    tile: ``None`` runs the whole image at once; an int cuts the padded image
+        into square tiles of that side (rounded down to the size multiple;
+        smaller images or sides stay whole), overlapping by at least
+        ``tile_overlap`` pixels and blended with linear ramps across the
+        overlap, so no seam shows; ``"auto"`` picks the side from free memory
+        (:func:`auto_tile_size`), or no tiling when the image fits. MAXIM's
+        grid gMLP and channel attention see the whole input, so tiled outputs
+        differ slightly from untiled ones everywhere.
     ensemble: the x8 geometric self-ensemble: the mean of the outputs for the
         4 rotations of the image and of its mirror image, each turned back.
     autocast: ``"bf16"`` or ``"fp16"`` runs the model under CUDA autocast
