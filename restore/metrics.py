@@ -224,9 +224,10 @@ def ssim_gaussian2d(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
 
     Hand-written on kornia's separable Gaussian rather than torchmetrics'
     SSIM: torchmetrics 1.9 reflect-pads and averages every window, including
-    the border ones that see mirrored pixels (0.5398 against skimage's 0.5340
+    the border ones that see mirrored pixels (0.5406 against skimage's 0.5350
     on a noisy CBSD68 photo), takes no mask, and filters with a dense 11x11
-    float64 convolution, about 40x slower on a CPU than two 11-tap passes.
+    float64 convolution (4.7 s against 0.95 s here for one 481x321 RGB pair on
+    two busy CPU cores).
     """
     r = SSIM_RADIUS
     h, w = pred.shape[-2:]
