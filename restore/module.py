@@ -74,8 +74,15 @@ class RestorationModule(pl.LightningModule):
         model, loss = plain(model), plain(loss) or {}
         self.save_hyperparameters(
             dict(
-                model=model, lr=lr, betas=list(betas), weight_decay=weight_decay, min_lr=min_lr,
-                warmup_steps=warmup_steps, total_steps=total_steps, loss=loss, channels_last=channels_last,
+                model=model,
+                lr=lr,
+                betas=list(betas),
+                weight_decay=weight_decay,
+                min_lr=min_lr,
+                warmup_steps=warmup_steps,
+                total_steps=total_steps,
+                loss=loss,
+                channels_last=channels_last,
                 compile=compile,
             ),
             logger=False,
@@ -110,7 +117,9 @@ class RestorationModule(pl.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        optimizer = torch.optim.Adam(self.model.parameters(), lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
+        optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay
+        )
         total = hp.total_steps or int(self.trainer.estimated_stepping_batches)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(hp.lr, hp.min_lr, hp.warmup_steps, total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step", "frequency": 1}}
@@ -140,9 +149,13 @@ class RestorationModule(pl.LightningModule):
         # MeanMetric syncs sums and counts across ranks; the datamodule's
         # validation sampler gives every image to exactly one rank.
         for idx, name in enumerate(self._val_names()):
-            for key, metrics in (("psnr", self._val_psnr), ("ssim", self._val_ssim), ("input_psnr", self._val_input_psnr)):
+            for key, metrics in (
+                ("psnr", self._val_psnr),
+                ("ssim", self._val_ssim),
+                ("input_psnr", self._val_input_psnr),
+            ):
                 value = metrics[idx].compute()
-                self.log(f"val/{name}/{key}", value, sync_dist=False, add_dataloader_idx=False)
+                self.log(f"val/{name.replace('/', '-')}/{key}", value, sync_dist=False, add_dataloader_idx=False)
                 if idx == 0:  # the first validation set is the one checkpoints are selected on
                     self.log(f"val/{key}", value, prog_bar=key == "psnr", add_dataloader_idx=False)
                 metrics[idx].reset()

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from lightning.pytorch.loggers import WandbLogger
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from restore.data.layout import DatasetError
 from restore.module import RestorationModule
 
 
@@ -75,7 +79,7 @@ def pin_multirun_job_for_ddp() -> None:
     if hydra_cfg.mode != RunMode.MULTIRUN:
         return
     sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
-    with open_dict(hydra_cfg):
+    with read_write(hydra_cfg):
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
 
 
@@ -83,9 +87,10 @@ def train(cfg: DictConfig) -> float | None:
     """Fit, print where everything went; returns the best validation PSNR (for sweepers)."""
     pl.seed_everything(cfg.seed, workers=True)
     ckpt = resolve_ckpt_path(cfg.ckpt_path, cfg.task_name)
-    module = RestorationModule(model=cfg.model, **cfg.module)
+    module = _build("model", lambda: RestorationModule(model=cfg.model, **cfg.module))
     check_config(cfg, getattr(module.model, "size_multiple", (1, 1)))
-    datamodule = instantiate(cfg.data)
+    datamodule = _build("data", lambda: instantiate(cfg.data))
+    datamodule.setup("fit")  # a missing or broken dataset stops the run here, before any logger starts
     resume_wandb_run(cfg, ckpt)
     pin_multirun_job_for_ddp()
 
@@ -96,23 +101,52 @@ def train(cfg: DictConfig) -> float | None:
         for lg in trainer.loggers:
             lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
+    environment = dict(os.environ)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+    # Lightning's DDP launcher leaves its process group and its variables (LOCAL_RANK,
+    # MASTER_PORT, ...) behind; the next job of a --multirun sweep must start clean,
+    # or it takes itself for a worker launched from outside and waits forever.
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    os.environ.clear()
+    os.environ.update(environment)
 
     best = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
     if trainer.is_global_zero:
-        print(f"checkpoints: {cfg.paths.checkpoint_dir} (last.ckpt, best.ckpt)")
-        for lg in trainer.loggers:
-            if lg.__class__.__name__ == "WandbLogger":
-                print(f"wandb run: {lg.experiment.dir} (id {lg.experiment.id})")
-        if best is not None and best.best_model_score is not None:
-            print(f"best val/psnr: {best.best_model_score.item():.2f} dB")
+        report(trainer, Path(cfg.paths.checkpoint_dir))
     return None if best is None or best.best_model_score is None else best.best_model_score.item()
 
 
+def report(trainer: pl.Trainer, checkpoint_dir: Path) -> None:
+    """Where the run went, and how its last validation compares with the degraded input."""
+    saved = ", ".join(sorted(p.name for p in checkpoint_dir.glob("*.ckpt"))) or "none"
+    print(f"checkpoints: {checkpoint_dir} ({saved})")
+    for lg in trainer.loggers:
+        if isinstance(lg, WandbLogger):
+            print(f"wandb run: {lg.experiment.dir} (id {lg.experiment.id})")
+        elif lg.log_dir:
+            print(f"logs: {lg.log_dir}")
+    metrics = trainer.callback_metrics
+    if "val/psnr" in metrics:
+        print(
+            f"validation PSNR: {metrics['val/psnr']:.2f} dB restored, {metrics['val/input_psnr']:.2f} dB degraded input"
+        )
+
+
+def _build(key: str, make):
+    """Instantiate a config group; a bad value becomes a ConfigError naming the group."""
+    try:
+        return make()
+    except InstantiationException as err:
+        raise ConfigError(f"{key}: {err.__cause__ or err}") from err
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{key}: {err}") from err
+
+
 def main(cfg: DictConfig) -> float | None:
-    """``train.py``'s body: configuration errors become one line on stderr and exit code 2."""
+    """``train.py``'s body: configuration and dataset errors become a message on stderr and exit code 2."""
     try:
         return train(cfg)
-    except ConfigError as err:
+    except (ConfigError, DatasetError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -32,8 +32,11 @@ def test_loss_matches_numpy_with_nearest_targets():
     outputs = random_outputs(rng)
     target = rng.random((2, 3, 32, 32), dtype=np.float32)
     # nearest-exact at /2 and /4 samples rows 1,3,5.. and 2,6,10.. (jax 'nearest')
-    targets = {32: target.astype(np.float64), 16: target[..., 1::2, 1::2].astype(np.float64),
-               8: target[..., 2::4, 2::4].astype(np.float64)}
+    targets = {
+        32: target.astype(np.float64),
+        16: target[..., 1::2, 1::2].astype(np.float64),
+        8: target[..., 2::4, 2::4].astype(np.float64),
+    }
     loss, parts = MultiStageLoss(target_resize="nearest-exact")(
         [[torch.from_numpy(o) for o in stage] for stage in outputs], torch.from_numpy(target)
     )

@@ -254,6 +254,23 @@ class ConvSkipFusion(nn.Module):
         return self.conv(self.reduce(x)), y
 
 
+def start_near_zero(conv: Conv, scale: float = 1e-3) -> Conv:
+    """Shrink an image head's initial weights so an untrained MAXIM returns (almost) its input.
+
+    Every image MAXIM emits is ``head(features) + input``. With the official
+    lecun-normal init the decoder features have a standard deviation of about 6,
+    so an untrained network adds noise of that size to a [0, 1] image and training
+    starts far below the degraded input's PSNR. Scaling the heads (not zeroing
+    them: gradients must still reach every layer at the first step) starts
+    training at the input. Converted checkpoints overwrite this init.
+    """
+    with torch.no_grad():
+        conv.weight.mul_(scale)
+        if conv.bias is not None:
+            conv.bias.zero_()
+    return conv
+
+
 class SAM(nn.Module):
     """Supervised attention module: emits this stage's image at one scale and
     features re-weighted by that image for the next stage."""
@@ -264,7 +281,7 @@ class SAM(nn.Module):
         super().__init__()
         self.output_channels = output_channels
         self.feature_conv = Conv(features, features, use_bias=use_bias)
-        self.image_conv = Conv(features, output_channels, use_bias=use_bias)
+        self.image_conv = start_near_zero(Conv(features, output_channels, use_bias=use_bias))
         self.attention_conv = Conv(output_channels, features, use_bias=use_bias)
 
     def forward(self, x: torch.Tensor, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -506,7 +523,9 @@ class MaximStage(nn.Module):
             for i, c in enumerate(level_channels)
         )
         if self.is_last:
-            self.heads = nn.ModuleList(Conv(c, net.num_outputs, use_bias=bias) for c in level_channels[:n])
+            self.heads = nn.ModuleList(
+                start_near_zero(Conv(c, net.num_outputs, use_bias=bias)) for c in level_channels[:n]
+            )
         else:
             self.heads = nn.ModuleList(SAM(c, net.num_outputs, bias) for c in level_channels[:n])
         self.flax_names = self._flax_names(index, d, n, net.use_cross_gating)
