@@ -15,7 +15,7 @@ from restore.export import export
 from restore.inference import forward_padded
 from restore.models import MAXIM, CheckpointError, load_official
 from restore.models.loading import load_model
-from tests.helpers import ROOT, shared_path
+from tests.helpers import ROOT, lightning_checkpoint, shared_path
 
 # A small MAXIM with both resizes the export must translate: a 2-scale input pyramid
 # (nearest-exact) and cross-gating across levels (antialiased bilinear). Size multiple 8x16.
@@ -92,14 +92,6 @@ def test_command_line_reports_missing_files_and_existing_outputs(tmp_path, monke
     (tmp_path / "m.onnx").write_text("keep me")
     assert "m.onnx exists" in run("model=maxim_1s", "out=m.onnx")
     assert (tmp_path / "m.onnx").read_text() == "keep me"
-
-
-def lightning_checkpoint(model: MAXIM, **extra) -> dict:
-    """What the training issue's LightningModule saves: the network under ``model.``, its Hydra
-    config (an OmegaConf DictConfig) under hyper_parameters['model']."""
-    cfg = OmegaConf.create({"_target_": "restore.models.MAXIM", **model.config})
-    state = {f"model.{k}": v for k, v in model.state_dict().items()}
-    return {"state_dict": state, "hyper_parameters": {"model": cfg}, "epoch": 3, **extra}
 
 
 def test_load_model_rebuilds_a_lightning_checkpoint(small_maxim, tmp_path):
