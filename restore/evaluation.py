@@ -301,8 +301,12 @@ def evaluate(cfg: DictConfig, console: Console | None = None) -> Report:
 
 
 def _make_logger(cfg: DictConfig):
+    """The configured Lightning logger, its run started now: a login or setup problem shows
+    before the evaluation, not after it."""
     if cfg.get("logger") is None:
         return None
     import hydra
 
-    return hydra.utils.instantiate(cfg.logger)
+    logger = hydra.utils.instantiate(cfg.logger)
+    _ = logger.experiment
+    return logger

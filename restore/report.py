@@ -159,7 +159,11 @@ def _markdown(report: Report) -> str:
         lines.append(
             f"| {row.dataset} | {row.images} | {row.psnr:.2f} | {row.ssim:.4f} | {row.protocol} | {row.seconds:.1f} |"
         )
-    lines += [f"\nskipped {skip.dataset}: {skip.path} does not exist" for skip in report.skipped]
+    if report.skipped:
+        lines.append("")
+        lines += [f"- skipped {skip.dataset}: {skip.path} does not exist" for skip in report.skipped]
+    if report.notes:
+        lines += ["", *report.notes]
     return "\n".join(lines) + "\n"
 
 
