@@ -119,8 +119,12 @@ def plan_suite(
 
 def _sigmas(suite: Mapping[str, Any], sigma, clean: list[str]) -> list[float]:
     if sigma is None:
-        return [float(level) for level in suite.get("sigmas", [])]
-    if not clean:
+        if clean and not suite.get("sigmas"):
+            raise ConfigError(
+                f"suite {suite['name']}: {', '.join(clean)} need noise levels: give sigmas: [...] or sigma="
+            )
+        sigma = suite.get("sigmas", [])
+    elif not clean:
         raise ConfigError(f"sigma={sigma} sets the noise of synthetic Gaussian sets; suite={suite['name']} has none")
     levels = list(sigma) if isinstance(sigma, (list, tuple, ListConfig)) else [sigma]
     for level in levels:

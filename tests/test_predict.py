@@ -36,8 +36,8 @@ TINY_1S = (
 
 
 def run_predict(*overrides: str) -> list[Path]:
-    """``python -m restore.predict OVERRIDES`` in-process; the files written."""
-    return predict(compose_config("predict", *overrides), console=Console(file=io.StringIO()))
+    """``python -m restore.predict OVERRIDES`` in-process, on the CPU; the files written."""
+    return predict(compose_config("predict", "device=cpu", *overrides), console=Console(file=io.StringIO()))
 
 
 def raw(path: Path) -> np.ndarray:
