@@ -252,6 +252,11 @@ def evaluate(cfg: DictConfig, console: Console | None = None) -> Report:
         raise ConfigError(f"save_bits={cfg.save_bits}: give 8 or 16")
     results = check_results_path(cfg.results) if cfg.results is not None else None
     output_dir = Path(cfg.paths.output_dir)
+    for record in (output_dir / "results.json", output_dir / "per_image.csv"):
+        if record.exists():
+            raise FileExistsError(
+                f"{record} exists: the run dir holds an earlier evaluation; choose another hydra.run.dir"
+            )
     image_dir = output_dir / "images" if cfg.save_images else None
     if image_dir is not None and image_dir.exists() and any(image_dir.iterdir()):
         raise FileExistsError(f"{image_dir} holds images already; choose another paths.output_dir")

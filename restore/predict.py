@@ -215,13 +215,13 @@ def predict(cfg: DictConfig, console: Console | None = None) -> list[Path]:
     written = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
-        task = progress.add_task("restoring", total=len(pairs))
+        bar = progress.add_task("restoring", total=len(pairs))
         for source, target in pairs:
             photo = read_photo(source)
             x = torch.from_numpy(to_float(photo.rgb).transpose(2, 0, 1)).unsqueeze(0).to(device)  # (1, 3, H, W)
             restored = restore_image(model, x, **options)[0]
             written.append(write_image(target, output_image(restored, photo), bits=cfg.bits or photo.bits))
-            progress.advance(task)
+            progress.advance(bar)
     console.print(f"restored {len(written)} image(s) into {cfg.output} with {description}")
     return written
 

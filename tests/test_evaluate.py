@@ -318,6 +318,8 @@ def test_results_file_format_follows_the_extension_and_an_existing_file_is_never
     assert (tmp_path / "r.md").read_bytes() == before
     with pytest.raises(ValueError, match="use .json, .csv or .md"):
         run_evaluate(tmp_path / "txt", *args, f"results={tmp_path / 'r.txt'}")
+    with pytest.raises(FileExistsError, match="results.json exists: the run dir holds an earlier evaluation"):
+        run_evaluate(tmp_path / "json", *args)
 
 
 def test_bad_models_and_options_are_refused_before_any_image_is_restored(miniature, tmp_path):
