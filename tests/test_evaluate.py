@@ -237,7 +237,7 @@ def test_datasets_missing_under_data_root_are_listed_as_skipped_with_the_path_lo
     saved = json.loads((tmp_path / "run" / "results.json").read_text(encoding="utf-8"))
     assert saved["skipped"][0] == {"dataset": "HIDE", "path": str(tmp_path / "data" / "HIDE")}
     with pytest.raises(ConfigError, match="nothing to evaluate: no dataset of suite=dehaze"):
-        run_evaluate(tmp_path, "suite=dehaze", "model=identity", f"data_root={tmp_path / 'data'}")
+        run_evaluate(tmp_path / "dehaze", "suite=dehaze", "model=identity", f"data_root={tmp_path / 'data'}")
 
 
 def test_rain_average_is_the_mean_of_the_five_set_means_and_only_exists_with_all_five(miniature, tmp_path):
