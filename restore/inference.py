@@ -69,6 +69,19 @@ def crop(x: torch.Tensor, box: Box) -> torch.Tensor:
     return x[..., top : top + h, left : left + w]
 
 
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: the first CUDA device when there is one, else the CPU; any other torch device name as is."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={name}: give auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name}: no CUDA device is available here; use device=auto or device=cpu")
+    return device
+
+
 def size_multiple(model: nn.Module) -> tuple[int, int]:
     """The input-size multiple a model needs; (1, 1) for models without one."""
     return getattr(model, "size_multiple", (1, 1))

@@ -15,7 +15,7 @@ from restore.export import export
 from restore.inference import forward_padded
 from restore.models import MAXIM, CheckpointError, load_official
 from restore.models.loading import load_model
-from tests.helpers import ROOT, shared_path
+from tests.helpers import ROOT, lightning_checkpoint, shared_path
 
 # A small MAXIM with both resizes the export must translate: a 2-scale input pyramid
 # (nearest-exact) and cross-gating across levels (antialiased bilinear). Size multiple 8x16.
@@ -94,14 +94,6 @@ def test_command_line_reports_missing_files_and_existing_outputs(tmp_path, monke
     assert (tmp_path / "m.onnx").read_text() == "keep me"
 
 
-def lightning_checkpoint(model: MAXIM, **extra) -> dict:
-    """What the training issue's LightningModule saves: the network under ``model.``, its Hydra
-    config (an OmegaConf DictConfig) under hyper_parameters['model']."""
-    cfg = OmegaConf.create({"_target_": "restore.models.MAXIM", **model.config})
-    state = {f"model.{k}": v for k, v in model.state_dict().items()}
-    return {"state_dict": state, "hyper_parameters": {"model": cfg}, "epoch": 3, **extra}
-
-
 def test_load_model_rebuilds_a_lightning_checkpoint(small_maxim, tmp_path):
     path = tmp_path / "last.ckpt"
     torch.save(lightning_checkpoint(small_maxim), path)
@@ -112,13 +104,52 @@ def test_load_model_rebuilds_a_lightning_checkpoint(small_maxim, tmp_path):
         assert torch.equal(forward_padded(loaded, x), forward_padded(small_maxim, x))
 
 
-def test_load_model_prefers_ema_weights(small_maxim, tmp_path):
-    torch.manual_seed(1)
-    ema = MAXIM(**EXPORT_MAXIM)
-    path = tmp_path / "ema.ckpt"
-    torch.save(lightning_checkpoint(small_maxim, ema_state_dict=ema.state_dict()), path)
-    loaded = load_model(ckpt=path)
-    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), ema.state_dict().values()))
+def test_load_model_reads_the_ema_weights_that_lightnings_callback_saves_as_state_dict(tmp_path):
+    """A real fit with EMAWeightAveraging: its checkpoint holds the averaged weights as state_dict
+    and the raw ones as current_model_state; load_model returns the averaged ones."""
+    import lightning as L
+    from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
+
+    config = {"_target_": "restore.models.MAXIM", **EXPORT_MAXIM}
+
+    class Trained(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.save_hyperparameters({"model": config})
+            self.model = MAXIM(**EXPORT_MAXIM)
+
+        def training_step(self, batch, batch_idx):
+            (x,) = batch
+            return (forward_padded(self.model, x) - x).abs().mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.5)
+
+    torch.manual_seed(0)
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.rand(6, 3, 32, 32)), batch_size=2)
+    trainer = L.Trainer(
+        max_steps=3,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        callbacks=[
+            EMAWeightAveraging(decay=0.5, update_starting_at_step=0),
+            ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=3),
+        ],
+    )
+    trainer.fit(Trained(), data)
+    path = tmp_path / "last.ckpt"
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    assert "current_model_state" in saved and "ema_state_dict" not in saved  # the layout the loader relies on
+    averaged = {k.removeprefix("model."): v for k, v in saved["state_dict"].items() if k.startswith("model.")}
+    raw = {k.removeprefix("model."): v for k, v in saved["current_model_state"].items() if k.startswith("model.")}
+    assert any(not torch.equal(averaged[k], raw[k]) for k in averaged)  # the two differ after 3 steps
+
+    loaded = load_model(ckpt=path).state_dict()
+    assert loaded.keys() == averaged.keys()
+    assert all(torch.equal(loaded[k], averaged[k]) for k in averaged)
 
 
 def test_load_model_refuses_unsafe_or_unfitting_checkpoints(small_maxim, tmp_path):

@@ -120,8 +120,8 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
 def write_image(path: str | os.PathLike, image, bits: int = 8, *, overwrite: bool = False) -> Path:
     """Write an image in [0, 1] as an 8- or 16-bit PNG (values clipped, then rounded).
 
-    ``image``: HWC / HW numpy or CHW / HW torch tensor, 1 or 3 channels. An existing
-    file is never replaced unless ``overwrite=True``.
+    ``image``: HWC / HW numpy or CHW / HW torch tensor, 1 (gray), 3 (RGB) or 4 (RGBA)
+    channels. An existing file is never replaced unless ``overwrite=True``.
     """
     path = Path(path)
     if bits not in (8, 16):
@@ -133,8 +133,8 @@ def write_image(path: str | os.PathLike, image, bits: int = 8, *, overwrite: boo
         raise ValueError(f"{path}: the image holds NaN or infinite values")
     scale = 255.0 if bits == 8 else 65535.0
     quantized = np.rint(np.clip(array, 0.0, 1.0) * scale).astype(np.uint8 if bits == 8 else np.uint16)
-    if quantized.shape[2] == 3:
-        quantized = cv2.cvtColor(quantized, cv2.COLOR_RGB2BGR)
+    if quantized.shape[2] in (3, 4):
+        quantized = cv2.cvtColor(quantized, cv2.COLOR_RGB2BGR if quantized.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
     ok, encoded = cv2.imencode(".png", quantized)
     if not ok:
         raise ImageReadError(f"{path}: PNG encoding failed")
@@ -151,7 +151,7 @@ def write_image(path: str | os.PathLike, image, bits: int = 8, *, overwrite: boo
 
 
 def _as_hwc_array(image) -> np.ndarray:
-    """CHW/HW tensor or HWC/HW array -> (H, W, C) float array, C in {1, 3}."""
+    """CHW/HW tensor or HWC/HW array -> (H, W, C) float array, C in {1, 3, 4}."""
     if isinstance(image, torch.Tensor):
         array = image.detach().to("cpu", torch.float32).numpy()
         if array.ndim == 3:
@@ -160,9 +160,9 @@ def _as_hwc_array(image) -> np.ndarray:
         array = np.asarray(image, dtype=np.float32)
     if array.ndim == 2:
         array = array[:, :, None]
-    if array.ndim != 3 or array.shape[2] not in (1, 3):
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
         raise ValueError(
-            f"expected an HWC array or a CHW tensor with 1 or 3 channels, got shape {tuple(np.shape(image))}"
+            f"expected an HWC array or a CHW tensor with 1, 3 or 4 channels, got shape {tuple(np.shape(image))}"
         )
     return array
 

@@ -39,7 +39,6 @@ CONFIG_GLOBALS = [
     collections.defaultdict,
 ]
 MODEL_PREFIX = "model."  # the LightningModule holds the network as self.model
-EMA_KEY = "ema_state_dict"  # EMA weights, keyed like the network's own state_dict
 
 
 def load_model(
@@ -51,9 +50,11 @@ def load_model(
 
     ckpt: a Lightning checkpoint (loaded with ``weights_only=True``). The
         network is built from ``hyper_parameters["model"]`` (its Hydra config)
-        unless ``model_cfg`` is given, and gets the EMA weights
-        (``ema_state_dict``) when present, else the ``model.``-prefixed entries
-        of ``state_dict``.
+        unless ``model_cfg`` is given, and gets the ``model.``-prefixed entries
+        of ``state_dict``. When training ran Lightning's ``EMAWeightAveraging``
+        callback, those already are the EMA weights: the callback saves the
+        averaged weights as ``state_dict`` and the raw ones as
+        ``current_model_state``, which is only read to resume training.
     weights: an official MAXIM ``.npz``, converted on load; ``model_cfg``
         fields, when given, fix what the checkpoint cannot tell.
     model_cfg alone: a freshly initialised network (for tests and exports).
@@ -96,21 +97,17 @@ def _from_lightning_checkpoint(path: Path, model_cfg: Mapping | None) -> nn.Modu
                 "give the model config too (e.g. model=maxim_3s)"
             )
     model = build_model(model_cfg)
-    if EMA_KEY in checkpoint:
-        state, source = checkpoint[EMA_KEY], EMA_KEY
-    else:
-        state = {k[len(MODEL_PREFIX) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(MODEL_PREFIX)}
-        source = "state_dict"
+    state = {k[len(MODEL_PREFIX) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(MODEL_PREFIX)}
     missing, unexpected = _key_mismatch(model, state)
     if missing or unexpected:
         raise CheckpointError(
-            f"{path}: the {source} weights do not fit the model config {_plain(model_cfg)}: "
+            f"{path}: the state_dict weights do not fit the model config {_plain(model_cfg)}: "
             f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
         )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:  # same names, other shapes
-        raise CheckpointError(f"{path}: the {source} weights do not fit the model config: {err}") from None
+        raise CheckpointError(f"{path}: the state_dict weights do not fit the model config: {err}") from None
     return model.eval()
 
 
@@ -128,7 +125,7 @@ def _read_checkpoint(path: Path) -> dict:
         ) from None
     except (RuntimeError, EOFError, OSError) as err:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({err}); is the file complete?") from None
-    if not isinstance(checkpoint, dict) or ("state_dict" not in checkpoint and EMA_KEY not in checkpoint):
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path}: no 'state_dict' inside; this is not a Lightning checkpoint")
     return checkpoint
 

@@ -119,6 +119,15 @@ def test_write_16bit_png_from_a_chw_tensor_round_trips(tmp_path):
     np.testing.assert_allclose(read_image(tmp_path / "o.png"), tensor.permute(1, 2, 0).numpy(), atol=0.5 / 65535)
 
 
+def test_write_16bit_rgba_png_keeps_colour_order_and_alpha(tmp_path):
+    image = np.zeros((2, 3, 4), np.float32)
+    image[..., 0], image[..., 3] = 1.0, 0.25  # red, a quarter opaque
+    write_image(tmp_path / "o.png", image, bits=16)
+    stored = cv2.imread(str(tmp_path / "o.png"), cv2.IMREAD_UNCHANGED)  # BGRA
+    assert stored.dtype == np.uint16 and stored.shape == (2, 3, 4)
+    np.testing.assert_array_equal(stored[0, 0], [0, 0, 65535, round(0.25 * 65535)])
+
+
 def test_write_refuses_to_overwrite_unless_asked(tmp_path):
     path = write_image(tmp_path / "o.png", np.zeros((2, 2, 3)))
     before = path.read_bytes()
@@ -134,7 +143,7 @@ def test_write_refuses_to_overwrite_unless_asked(tmp_path):
     [
         ({"path": "o.jpg", "image": np.zeros((2, 2, 3))}, "writes PNG files"),
         ({"path": "o.png", "image": np.zeros((2, 2, 3)), "bits": 12}, "bits must be 8 or 16"),
-        ({"path": "o.png", "image": np.zeros((2, 2, 4))}, "1 or 3 channels"),
+        ({"path": "o.png", "image": np.zeros((2, 2, 2))}, "1, 3 or 4 channels"),
         ({"path": "o.png", "image": np.full((2, 2, 3), np.nan)}, "NaN"),
     ],
 )
