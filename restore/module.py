@@ -88,6 +88,11 @@ class RestorationModule(pl.LightningModule):
             logger=False,
         )
         self.model = instantiate(model)
+        if not any(p.requires_grad for p in self.model.parameters()):
+            raise ValueError(
+                f"{type(self.model).__name__} has no trainable parameters (model=identity is the evaluation "
+                "baseline); train a MAXIM preset, e.g. model=maxim_3s"
+            )
         self.loss = MultiStageLoss(**loss)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
