@@ -1,4 +1,4 @@
-"""Callbacks: validation image panels and per-image tables for wandb.
+"""Lightning extensions: validation image panels and tables for wandb, atomic checkpoint files.
 
 EMA comes from Lightning's own ``EMAWeightAveraging`` (validation runs on the
 averaged weights and checkpoints store them as ``state_dict``); see
@@ -7,8 +7,12 @@ averaged weights and checkpoints store them as ``state_dict``); see
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import lightning.pytorch as pl
 import torch
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.loggers import WandbLogger
 
 
@@ -66,3 +70,24 @@ class ValidationImageLogger(pl.Callback):
 def batch_size(batch: dict) -> int:
     """Images in a training batch (for Lightning's ThroughputMonitor)."""
     return batch["input"].shape[0]
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write each checkpoint next to its destination, then rename it into place.
+
+    Lightning's own writer builds the file in the system temp directory and
+    moves it; when that directory is on another filesystem, the move is a
+    copy, and a run killed during the copy leaves a half-written last.ckpt.
+    A rename within one directory is atomic: the checkpoint is either the
+    previous one or the new one, never a mix.
+    """
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.partial")
+        try:
+            torch.save(checkpoint, partial)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
