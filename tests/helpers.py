@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,3 +35,28 @@ TINY_MAXIM = dict(
     block_size_lr=(2, 4),
     grid_size_lr=(2, 4),
 )
+
+
+def compose_config(config_name: str, *overrides: str):
+    """A config of conf/ composed by Hydra as its command would compose it (no run dir)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name, overrides=list(overrides))
+
+
+def run_command(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python ARGS`` as a user types it, from the repository root; text output captured."""
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def lightning_checkpoint(model, **extra) -> dict:
+    """What the training issue's LightningModule saves: the network under ``model.``, its Hydra
+    config (an OmegaConf DictConfig) under hyper_parameters['model']."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"_target_": "restore.models.MAXIM", **model.config})
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    return {"state_dict": state, "hyper_parameters": {"model": cfg}, "epoch": 3, **extra}

@@ -241,6 +241,11 @@ def official_state_dict(model: nn.Module, params: dict[str, np.ndarray]) -> dict
     Raises one CheckpointError listing every missing, unexpected and
     mis-shaped name when the checkpoint does not fit the model.
     """
+    if isinstance(model, MAXIM) and (model.mixer, model.block) != ("gmlp", "maxim"):
+        raise CheckpointError(
+            f"official checkpoints hold the gMLP MAXIM; a model with mixer={model.mixer}, block={model.block} "
+            "cannot load them (use mixer=gmlp, block=maxim)"
+        )
     expected = {k[len(PREFIX) :]: v for k, v in expected_official_shapes(model).items()}
     missing = sorted(set(expected) - set(params))
     unexpected = sorted(set(params) - set(expected))

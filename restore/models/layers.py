@@ -284,8 +284,10 @@ def resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
     elif h % oh == 0 and w % ow == 0 and (h // oh) % 2 == 0 and (w // ow) % 2 == 0:
         out = _antialiased_downsample(nchw, h // oh, w // ow)
     else:
-        out = F.interpolate(nchw.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
-        out = out.to(x.dtype)
+        # The antialiased kernel has no bfloat16/half version on CPU: run it in
+        # float32 under mixed precision (it is a cheap, memory-bound op).
+        compute = nchw if nchw.dtype in (torch.float32, torch.float64) else nchw.float()
+        out = F.interpolate(compute, size=size, mode="bilinear", align_corners=False, antialias=True).to(nchw.dtype)
     return out.permute(0, 2, 3, 1)
 
 

@@ -39,6 +39,7 @@ from restore.models.layers import (
     tiles,
     unpartition,
 )
+from restore.models.mixers import ATTENTION_GATED, MultiAxisAttentionGate, build_mixer, check_mixer_config
 
 Size2 = tuple[int, int]
 
@@ -217,6 +218,7 @@ class CrossGatingBlock(nn.Module):
         upsample_y: bool,
         dropout_rate: float = 0.0,
         use_bias: bool = True,
+        mixer: str = "gmlp",
     ):
         super().__init__()
         self.flax_names = {
@@ -238,8 +240,10 @@ class CrossGatingBlock(nn.Module):
         self.norm_x, self.norm_y = layer_norm(features), layer_norm(features)
         self.in_project_x = dense(features, features, use_bias, init="lecun")
         self.in_project_y = dense(features, features, use_bias, init="lecun")
-        self.gating_x = SpatialGatingWeights(features, block_size, grid_size, dropout_rate, use_bias)
-        self.gating_y = SpatialGatingWeights(features, block_size, grid_size, dropout_rate, use_bias)
+        # The gating weights follow the mixer where it has a multi-axis gate (see restore.models.mixers).
+        gating = MultiAxisAttentionGate if mixer in ATTENTION_GATED else SpatialGatingWeights
+        self.gating_x = gating(features, block_size, grid_size, dropout_rate, use_bias)
+        self.gating_y = gating(features, block_size, grid_size, dropout_rate, use_bias)
         self.out_project_x = dense(features, features, use_bias, init="lecun")
         self.out_project_y = dense(features, features, use_bias, init="lecun")
         self.dropout = nn.Dropout(dropout_rate)
@@ -270,6 +274,23 @@ class ConvSkipFusion(nn.Module):
         return self.conv(self.reduce(x)), y
 
 
+def start_near_zero(conv: Conv, scale: float = 1e-3) -> Conv:
+    """Shrink an image head's initial weights so an untrained MAXIM returns (almost) its input.
+
+    Every image MAXIM emits is ``head(features) + input``. With the official
+    lecun-normal init the decoder features have a standard deviation of about 6,
+    so an untrained network adds noise of that size to a [0, 1] image and training
+    starts far below the degraded input's PSNR. Scaling the heads (not zeroing
+    them: gradients must still reach every layer at the first step) starts
+    training at the input. Converted checkpoints overwrite this init.
+    """
+    with torch.no_grad():
+        conv.weight.mul_(scale)
+        if conv.bias is not None:
+            conv.bias.zero_()
+    return conv
+
+
 class SAM(nn.Module):
     """Supervised attention module: emits this stage's image at one scale and
     features re-weighted by that image for the next stage."""
@@ -280,7 +301,7 @@ class SAM(nn.Module):
         super().__init__()
         self.output_channels = output_channels
         self.feature_conv = Conv(features, features, use_bias=use_bias)
-        self.image_conv = Conv(features, output_channels, use_bias=use_bias)
+        self.image_conv = start_near_zero(Conv(features, output_channels, use_bias=use_bias))
         self.attention_conv = Conv(output_channels, features, use_bias=use_bias)
 
     def forward(self, x: torch.Tensor, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -304,8 +325,13 @@ class BlockConfig:
     dropout_rate: float
     use_bias: bool
     use_global_mlp: bool = True
+    mixer: str = "gmlp"
+    block: str = "maxim"
 
-    def mab(self, channels: int, input_proj_factor: int | None = None) -> MultiAxisGmlpBlock:
+    def mab(self, channels: int, input_proj_factor: int | None = None) -> nn.Module:
+        """The spatial mixer of a group: the official MAB, or one from ``restore.models.mixers``."""
+        if self.mixer != "gmlp":
+            return build_mixer(self, channels)
         return MultiAxisGmlpBlock(
             channels,
             self.block_size,
@@ -346,12 +372,24 @@ class UNetEncoderBlock(nn.Module):
         }
         self.in_conv = Conv1x1(in_channels, features, cfg.use_bias)
         self.mabs = nn.ModuleList(cfg.mab(features, input_proj_factor) for _ in groups) if cfg.use_global_mlp else None
+        # A MaxViT block brings its own convolutions and squeeze-excitation (MBConv) in the RCAB's place.
         self.rcabs = nn.ModuleList(
-            RCAB(features, cfg.channels_reduction, cfg.lrelu_slope, cfg.use_bias) for _ in groups
+            RCAB(features, cfg.channels_reduction, cfg.lrelu_slope, cfg.use_bias)
+            if cfg.block == "maxim"
+            else nn.Identity()
+            for _ in groups
         )
         self.cross_gating = (
             CrossGatingBlock(
-                features, features, features, cfg.block_size, cfg.grid_size, False, cfg.dropout_rate, cfg.use_bias
+                features,
+                features,
+                features,
+                cfg.block_size,
+                cfg.grid_size,
+                False,
+                cfg.dropout_rate,
+                cfg.use_bias,
+                cfg.mixer,
             )
             if cross_gating
             else None
@@ -404,7 +442,10 @@ class BottleneckBlock(nn.Module):
         }
         self.input_proj = Conv1x1(in_channels, features, cfg.use_bias)
         self.mabs = nn.ModuleList(cfg.mab(features) for _ in groups)
-        self.rdcabs = nn.ModuleList(RDCAB(features, cfg.channels_reduction, cfg.use_bias) for _ in groups)
+        self.rdcabs = nn.ModuleList(
+            RDCAB(features, cfg.channels_reduction, cfg.use_bias) if cfg.block == "maxim" else nn.Identity()
+            for _ in groups
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = shortcut = self.input_proj(x)
@@ -447,6 +488,7 @@ class MaximStage(nn.Module):
                     False,
                     net.dropout_rate,
                     bias,
+                    net.mixer,
                 )
                 if net.use_cross_gating
                 else Conv1x1(2 * c, c, bias)
@@ -482,6 +524,7 @@ class MaximStage(nn.Module):
                 True,
                 net.dropout_rate,
                 bias,
+                net.mixer,
             )
             if net.use_cross_gating
             else ConvSkipFusion(d * c, c, bias)
@@ -498,7 +541,9 @@ class MaximStage(nn.Module):
             for i, c in enumerate(level_channels)
         )
         if self.is_last:
-            self.heads = nn.ModuleList(Conv(c, net.num_outputs, use_bias=bias) for c in level_channels[:n])
+            self.heads = nn.ModuleList(
+                start_near_zero(Conv(c, net.num_outputs, use_bias=bias)) for c in level_channels[:n]
+            )
         else:
             self.heads = nn.ModuleList(SAM(c, net.num_outputs, bias) for c in level_channels[:n])
         self.flax_names = self._flax_names(index, d, n, net.use_cross_gating)
@@ -606,6 +651,10 @@ class MAXIM(nn.Module):
     default, so released checkpoints are unaffected). ``in_channels`` is the
     image channel count, which Flax infers from the input.
 
+    ``mixer`` (gmlp | attention | mixing) and ``block`` (maxim | maxvit) are
+    ours, not official: they swap the spatial mixer or the whole UNet block
+    (``restore.models.mixers``); the defaults are the official model.
+
     ``activation_checkpointing`` (not an official field) recomputes each UNet
     block (encoder, bottleneck and decoder blocks) and each cross-gating fusion
     in the backward pass instead of storing their activations: less training
@@ -642,6 +691,8 @@ class MAXIM(nn.Module):
         num_outputs: int = 3,
         dropout_rate: float = 0.0,
         in_channels: int = 3,
+        mixer: str = "gmlp",
+        block: str = "maxim",
         activation_checkpointing: bool = False,
     ):
         super().__init__()
@@ -671,6 +722,18 @@ class MAXIM(nn.Module):
                 )
         if not 0.0 <= dropout_rate < 1.0:
             raise ValueError(f"MAXIM: dropout_rate must be in [0, 1), got {dropout_rate!r}")
+        check_mixer_config(
+            mixer,
+            block,
+            features=features,
+            use_global_mlp=use_global_mlp,
+            gmlp_fields=dict(
+                block_gmlp_factor=block_gmlp_factor,
+                grid_gmlp_factor=grid_gmlp_factor,
+                input_proj_factor=input_proj_factor,
+            ),
+            lrelu_slope=lrelu_slope,
+        )
         self.features, self.depth, self.num_stages = features, depth, num_stages
         self.num_groups, self.use_bias = num_groups, use_bias
         self.num_supervision_scales, self.lrelu_slope = num_supervision_scales, lrelu_slope
@@ -691,6 +754,7 @@ class MAXIM(nn.Module):
         self.block_gmlp_factor, self.grid_gmlp_factor = block_gmlp_factor, grid_gmlp_factor
         self.input_proj_factor, self.channels_reduction = input_proj_factor, channels_reduction
         self.num_outputs, self.dropout_rate, self.in_channels = num_outputs, dropout_rate, in_channels
+        self.mixer, self.block = mixer, block
         self.activation_checkpointing = bool(activation_checkpointing)
 
         self.stages = nn.ModuleList(MaximStage(self, s) for s in range(num_stages))
@@ -718,6 +782,8 @@ class MAXIM(nn.Module):
             self.dropout_rate,
             self.use_bias,
             self.use_global_mlp,
+            self.mixer,
+            self.block,
         )
 
     @property

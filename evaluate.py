@@ -1,0 +1,21 @@
+"""python evaluate.py suite=<denoise|deblur|derain|dehaze|lowlight> (ckpt=FILE | weights=FILE | model=identity)
+
+Scores every benchmark of the suite found under data_root with its paper's protocol and prints
+one row per dataset. The logic lives in restore/evaluation.py; docs/README_evaluate.md has the details.
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from restore.cli import exit_on_user_error
+from restore.evaluation import evaluate
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    with exit_on_user_error():
+        evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Lightning extensions: validation image panels and tables for wandb, atomic checkpoint files.
+
+EMA comes from Lightning's own ``EMAWeightAveraging`` (validation runs on the
+averaged weights and checkpoints store them as ``state_dict``); see
+``conf/callbacks``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch.loggers import WandbLogger
+
+
+def error_map(restored: torch.Tensor, target: torch.Tensor, gain: float = 4.0) -> torch.Tensor:
+    """|restored - target| averaged over channels, amplified and shown as gray (3, H, W)."""
+    error = (restored - target).abs().mean(dim=0, keepdim=True).mul(gain).clamp(0, 1)
+    return error.expand(3, -1, -1)
+
+
+def panel(degraded: torch.Tensor, restored: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """input | output | target | error map, side by side (3, H, 4W), clipped to [0, 1]."""
+    restored = restored.clamp(0, 1)
+    return torch.cat([degraded.clamp(0, 1), restored, target, error_map(restored, target)], dim=-1)
+
+
+class ValidationImageLogger(pl.Callback):
+    """At each validation: panels for the first ``num_images`` images of the first
+    validation set, and a table of every image's PSNR and SSIM, to wandb."""
+
+    def __init__(self, num_images: int = 4):
+        self.num_images = num_images
+        self._panels: list[tuple[str, torch.Tensor]] = []
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self._panels = []
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if dataloader_idx != 0 or not trainer.is_global_zero or len(self._panels) >= self.num_images:
+            return
+        for i, name in enumerate(batch["name"][: self.num_images - len(self._panels)]):
+            image = panel(batch["input"][i], outputs[i], batch["target"][i]).float().cpu()
+            self._panels.append((name, image))
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        rows = pl_module.gathered_val_rows()  # a collective: every rank takes part
+        loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+        if not trainer.is_global_zero or not loggers or trainer.sanity_checking:
+            return
+        for logger in loggers:
+            if self._panels:
+                logger.log_image(
+                    key="val/panels",
+                    images=[image for _, image in self._panels],
+                    caption=[f"{name}: input | output | target | error x4" for name, _ in self._panels],
+                    step=trainer.global_step,
+                )
+            logger.log_table(
+                key="val/images",
+                columns=["dataset", "image", "psnr", "ssim"],
+                data=[list(row) for row in rows],
+                step=trainer.global_step,
+            )
+
+
+def batch_size(batch: dict) -> int:
+    """Images in a training batch (for Lightning's ThroughputMonitor)."""
+    return batch["input"].shape[0]
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write each checkpoint next to its destination, then rename it into place.
+
+    Lightning's own writer builds the file in the system temp directory and
+    moves it; when that directory is on another filesystem, the move is a
+    copy, and a run killed during the copy leaves a half-written last.ckpt.
+    A rename within one directory is atomic: the checkpoint is either the
+    previous one or the new one, never a mix.
+    """
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.partial")
+        try:
+            torch.save(checkpoint, partial)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)

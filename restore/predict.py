@@ -1,0 +1,239 @@
+"""Restore your own images: one file or a folder, any size.
+
+Command line (Hydra, ``conf/predict.yaml``; every field is a ``key=value``)::
+
+    python -m restore.predict input=photos/ output=restored/ weights=checkpoint.npz   # official weights
+    python -m restore.predict input=photo.jpg output=restored/ ckpt=last.ckpt         # a Lightning checkpoint
+    python -m restore.predict input=photos/ output=restored/ task=deblur              # the released deblurring MAXIM
+
+``task=`` names the released MAXIM of a task (``tasks`` in the config): without ``weights=``
+it reads that release from ``<weights_dir>/<release>/checkpoint.npz``; with ``weights=`` it
+fixes the variant (MAXIM-3S or -2S) and the weights must fit it, as the official evaluation
+builds the model of the task and then loads the weights. The rest of the config is read from
+the weights.
+
+Each input ``<name>.<ext>`` becomes ``<output>/<name>.png`` (sub-folders mirrored with
+``recursive=true``), the same size as the input and, unless ``bits=`` says otherwise, the same
+bit depth. Gray files give gray PNGs (the model sees three equal channels; its output's channel
+mean is written). An alpha channel is kept as it is and written back (gray with alpha comes out
+as RGBA). EXIF orientation is applied, so outputs are upright. Nothing is ever overwritten:
+the output folder may not be the input's folder (nor inside it with ``recursive=true``, where
+outputs would be read back as inputs), and existing outputs are refused up front
+(``skip_existing=true`` leaves those inputs out instead).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import nn
+
+from restore.cli import ConfigError, exit_on_user_error, model_from_config, restore_options_of, wide_console
+from restore.data.io import IMAGE_EXTENSIONS, ImageReadError, decode_image, is_image_file, to_float, write_image
+from restore.data.layout import list_images
+from restore.inference import pick_device, restore_image
+from restore.models.convert import CheckpointError
+from restore.models.loading import load_model
+
+EXIF_ORIENTATION = 0x0112
+
+
+@dataclass(frozen=True)
+class Photo:
+    """An input image as the user's file holds it."""
+
+    rgb: np.ndarray  # (H, W, 3) uint8 or uint16, upright (EXIF orientation applied)
+    alpha: np.ndarray | None  # (H, W) of the same dtype, or None
+    gray: bool  # the file has a single channel
+
+    @property
+    def bits(self) -> int:
+        return 16 if self.rgb.dtype == np.uint16 else 8
+
+
+def read_photo(path: Path) -> Photo:
+    """Read an image with what :func:`restore.data.io.decode_image` drops: its channel count and alpha."""
+    import cv2
+
+    rgb = decode_image(path)  # the ImageReadError for anything unreadable names the file
+    raw = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    channels = 1 if raw is None or raw.ndim == 2 else raw.shape[2]
+    alpha = None
+    if channels == 4:
+        alpha = _upright(raw[..., 3], path)
+        if alpha.shape != rgb.shape[:2] or alpha.dtype != rgb.dtype:
+            raise ImageReadError(f"{path}: its alpha channel ({alpha.shape}, {alpha.dtype}) does not fit its colours")
+    return Photo(rgb=rgb, alpha=alpha, gray=channels == 1)
+
+
+def _upright(plane: np.ndarray, path: Path) -> np.ndarray:
+    """Apply the file's EXIF orientation to one plane (H, W).
+
+    IMREAD_UNCHANGED, the only OpenCV mode that returns the alpha channel at full depth, skips
+    the orientation that decode_image's IMREAD_COLOR applies to the colours; the eight cases
+    are those of PIL's ``ImageOps.exif_transpose``.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+    except (UnidentifiedImageError, OSError):
+        orientation = 1  # a format PIL cannot read carries no EXIF that OpenCV applied either
+    return {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.swapaxes(0, 1),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+        8: lambda a: np.rot90(a, 1),
+    }.get(orientation, lambda a: a)(plane)
+
+
+def output_image(restored: torch.Tensor, photo: Photo) -> np.ndarray:
+    """The restored (3, H, W) image in the input's layout: (H, W, 1) gray, (H, W, 3) or (H, W, 4)."""
+    rgb = restored.clamp(0, 1).permute(1, 2, 0).cpu().numpy()  # (H, W, 3)
+    if photo.gray:
+        return rgb.mean(axis=2, keepdims=True)
+    if photo.alpha is not None:
+        return np.concatenate([rgb, to_float(photo.alpha)[..., None]], axis=2)
+    return rgb
+
+
+# ---------------------------------------------------------------------------------------------
+# Where inputs come from and outputs go
+
+
+def plan_files(
+    source: Path, output: Path, *, recursive: bool = False, skip_existing: bool = False
+) -> list[tuple[Path, Path]]:
+    """``[(input, output)]`` for an image or a folder, after every refusal that protects the user's files."""
+    if not source.exists():
+        raise ConfigError(f"input={source} does not exist; give an image file or a folder of images")
+    folder = source if source.is_dir() else source.parent
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"output={output} is a file; give a folder (it is created when missing)")
+    if output.resolve() == folder.resolve():
+        raise ConfigError(
+            f"output={output} is the input's folder; write the restored images to another folder "
+            "(inputs are never overwritten)"
+        )
+    if recursive and source.is_dir() and output.resolve().is_relative_to(source.resolve()):
+        raise ConfigError(
+            f"output={output} is inside input={source}, and recursive=true would read the restored images "
+            "back as inputs; choose an output folder outside the input folder"
+        )
+    if source.is_dir():
+        inputs = list_images(source, "images to restore", recursive=recursive)
+    elif is_image_file(source):
+        inputs = [source]
+    else:
+        raise ConfigError(f"input={source} is not an image file; readable extensions: {', '.join(IMAGE_EXTENSIONS)}")
+    pairs, claimed = [], {}
+    for path in inputs:
+        target = output / path.relative_to(folder).with_suffix(".png")
+        if target in claimed:
+            raise ConfigError(f"{claimed[target]} and {path} would both be written to {target}; rename one of them")
+        claimed[target] = path
+        pairs.append((path, target))
+    existing = [target for _, target in pairs if target.exists()]
+    if existing and not skip_existing:
+        shown = ", ".join(str(path) for path in existing[:3]) + (", ..." if len(existing) > 3 else "")
+        raise FileExistsError(
+            f"{len(existing)} output(s) exist already ({shown}); outputs are never overwritten: choose another "
+            "output= folder, or skip_existing=true to restore only the others"
+        )
+    return [(path, target) for path, target in pairs if not target.exists()]
+
+
+# ---------------------------------------------------------------------------------------------
+# The model
+
+
+def model_for_prediction(cfg: DictConfig) -> tuple[nn.Module, str]:
+    """The model of ``ckpt=``, ``weights=`` or ``model=``, or the released model of ``task=``.
+
+    With ``task=``, ``model.<field>`` values still fix what the weights cannot tell (e.g.
+    non-square block sizes), as with ``weights=`` alone; ``num_stages`` is the task's.
+    """
+    task = cfg.get("task")
+    if task is None:
+        return model_from_config(cfg)
+    if task not in cfg.tasks:
+        raise ConfigError(f"task={task}: give one of {', '.join(cfg.tasks)}")
+    if cfg.get("ckpt") is not None:
+        raise ConfigError("task= names an official MAXIM release; a Lightning checkpoint (ckpt=) has its own config")
+    release = cfg.tasks[task]
+    fields = OmegaConf.to_container(cfg.model, resolve=True) if cfg.get("model") is not None else {}
+    if fields.get("num_stages", release.num_stages) != release.num_stages:
+        raise ConfigError(
+            f"task={task} is the released MAXIM-{release.num_stages}S; model.num_stages={fields['num_stages']} "
+            "contradicts it (drop task= to load other weights)"
+        )
+    weights = Path(cfg.weights) if cfg.get("weights") is not None else None
+    if weights is None:
+        weights = Path(cfg.weights_dir) / release.release / "checkpoint.npz"
+        if not weights.is_file():
+            raise ConfigError(
+                f"task={task}: the released weights are expected at {weights}; download "
+                f"gs://gresearch/maxim/ckpt/{release.release}/checkpoint.npz (google-research/maxim README) "
+                "there, or give weights=FILE"
+            )
+    try:
+        model = load_model(weights=weights, model_cfg={**fields, "num_stages": release.num_stages})
+    except CheckpointError as err:
+        raise CheckpointError(
+            f"{weights} does not hold the released {task} model (MAXIM-{release.num_stages}S): {err}"
+        ) from None
+    return model, f"task={task}, weights={weights}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+
+
+def predict(cfg: DictConfig, console: Console | None = None) -> list[Path]:
+    """Restore ``cfg.input`` into ``cfg.output``; returns the files written."""
+    console = console or wide_console()
+    options = restore_options_of(cfg)
+    if cfg.bits not in (None, 8, 16):
+        raise ConfigError(f"bits={cfg.bits}: give 8, 16 or null (the input's own depth)")
+    pairs = plan_files(
+        Path(cfg.input), Path(cfg.output), recursive=bool(cfg.recursive), skip_existing=bool(cfg.skip_existing)
+    )
+    model, description = model_for_prediction(cfg)
+    device = pick_device(cfg.device)
+    model = model.to(device).eval()
+    written = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task("restoring", total=len(pairs))
+        for source, target in pairs:
+            photo = read_photo(source)
+            x = torch.from_numpy(to_float(photo.rgb).transpose(2, 0, 1)).unsqueeze(0).to(device)  # (1, 3, H, W)
+            restored = restore_image(model, x, **options)[0]
+            written.append(write_image(target, output_image(restored, photo), bits=cfg.bits or photo.bits))
+            progress.advance(bar)
+    console.print(f"restored {len(written)} image(s) into {cfg.output} with {description}")
+    return written
+
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # absolute: found however the module is run
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="predict")
+def main(cfg: DictConfig) -> None:
+    with exit_on_user_error():
+        predict(cfg)
+
+
+if __name__ == "__main__":
+    main()

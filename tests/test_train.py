@@ -1,0 +1,327 @@
+"""`python train.py` end to end on the zero-download demo data, on CPU.
+
+Each test runs the real entry point in a subprocess (Hydra, Lightning, the
+datamodule, wandb in offline mode) with a tiny MAXIM, and checks what the run
+wrote: checkpoints, metrics, wandb files, or the error it printed.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from restore.module import RestorationModule, WarmupCosine
+from restore.training import ConfigError, resolve_ckpt_path
+from tests.helpers import ROOT
+
+TINY = ["data=demo", "model=maxim_1s", "model.features=8", "trainer=cpu"]
+# Small patches and an early validation keep a run to seconds on two cores.
+FAST = [*TINY, "data.patch_size=64", "data.batch_size=2", "data.val_max_images=1", "logger=csv"]
+
+
+def train(run_dir: Path, *overrides: str, timeout: int = 600, check: bool = True, wait: bool = True):
+    """Run train.py with ``overrides`` into ``run_dir``; returns the CompletedProcess (or the Popen)."""
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
+    command = [sys.executable, "train.py", *overrides]
+    if not any(o.startswith(("--multirun", "-m")) for o in overrides):
+        command.append(f"hydra.run.dir={run_dir}")
+    if not wait:  # output to a file: an unread pipe would fill up and stall the run
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log = open(run_dir.parent / f"{run_dir.name}.log", "w")  # noqa: SIM115 - closed by the OS with the process
+        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and done.returncode != 0:
+        raise AssertionError(f"train.py failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
+    return done
+
+
+def logged(run_dir: Path, key: str) -> list[tuple[int, float]]:
+    """(step, value) rows of one metric from the CSV logger."""
+    (metrics,) = (run_dir / "csv").glob("version_*/metrics.csv")
+    with open(metrics) as f:
+        return [(int(row["step"]), float(row[key])) for row in csv.DictReader(f) if row.get(key)]
+
+
+def checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_every_task_trains_three_steps_on_the_demo_data(tmp_path):
+    """The issue's command for each of the five tasks, as one Hydra multirun (one output dir per job)."""
+    tasks = ["denoise", "deblur", "derain", "dehaze", "lowlight"]
+    train(
+        tmp_path,
+        "--multirun",
+        f"task={','.join(tasks)}",
+        *TINY,
+        "trainer.max_steps=3",
+        "logger=csv",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and p.name.isdigit())
+    assert [p.name for p in jobs] == ["0", "1", "2", "3", "4"]
+    for job, task in zip(jobs, tasks):
+        config = OmegaConf.load(job / ".hydra" / "config.yaml")
+        assert config.task_name == task
+        state = checkpoint(job / "checkpoints" / "last.ckpt")
+        assert state["global_step"] == 3
+        assert state["hyper_parameters"]["model"]["features"] == 8
+
+
+def test_a_small_maxim_learns_to_denoise(tmp_path):
+    """Validation PSNR must beat the noisy input's by at least 2 dB after a short run."""
+    train(
+        tmp_path,
+        *FAST,
+        "task=denoise",
+        "degradation.sigma=25",
+        "data.val_max_images=2",
+        "trainer.max_steps=120",
+        "trainer.val_check_interval=120",
+        "module.lr=2e-3",
+        "data.batch_size=4",
+    )
+    ((_, restored),) = logged(tmp_path, "val/psnr")
+    ((_, noisy),) = logged(tmp_path, "val/input_psnr")
+    assert restored >= noisy + 2.0, f"restored {restored:.2f} dB vs noisy input {noisy:.2f} dB"
+
+
+def validate_in_one_process(run_dir: Path) -> float:
+    """val/psnr of a run's last.ckpt, recomputed in this process on one device."""
+    config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    module = RestorationModule.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    datamodule = instantiate(config.data)
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, use_distributed_sampler=False
+    )
+    (result,) = trainer.validate(module, datamodule=datamodule, verbose=False)
+    return result["val/psnr"]
+
+
+def test_ddp_validation_scores_every_image_once_and_multirun_keeps_one_dir_per_job(tmp_path):
+    """Two gloo processes validate like one process (same PSNR on the same weights), and a
+    --multirun of DDP jobs writes each job, all its ranks included, into that job's own directory."""
+    train(
+        tmp_path,
+        "--multirun",
+        "seed=1,2",
+        *FAST,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "data.val_max_images=3",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["0", "1"]
+    for job in ("0", "1"):
+        assert (tmp_path / job / "train_ddp_process_1.log").exists()  # rank 1 ran inside its job's directory
+    run = tmp_path / "0"
+    ((step, ddp_psnr),) = logged(run, "val/psnr")
+    assert step == 1  # the last (second) step, zero-based
+    assert checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 2
+    assert validate_in_one_process(run) == pytest.approx(ddp_psnr, abs=1e-4)
+
+
+def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
+    """SIGKILL mid-run, resume from last.ckpt: same final step and, deterministic on CPU, the same
+    weights, the EMA of the weights included."""
+    steps = [
+        "trainer.max_steps=12",
+        "callbacks.last_checkpoint.every_n_train_steps=2",
+        "trainer.deterministic=true",
+        "trainer.val_check_interval=1000",
+        "callbacks=ema",
+        "callbacks.ema.update_starting_at_step=1",
+    ]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    train(straight, *FAST, *steps)
+
+    process = train(killed, *FAST, *steps, wait=False)
+    last = killed / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if last.exists() and 4 <= _step_of(last) < 12:
+            break
+        assert process.poll() is None, "the run ended before it could be killed: see killed.log"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = _step_of(last)
+    assert 4 <= killed_at < 12
+
+    train(killed, *FAST, *steps, f"ckpt_path={last}")
+    resumed, reference = checkpoint(last), checkpoint(straight / "checkpoints" / "last.ckpt")
+    assert resumed["global_step"] == reference["global_step"] == 12
+    for weights in ("state_dict", "current_model_state"):  # the EMA weights, and the trained weights
+        assert resumed[weights].keys() == reference[weights].keys()
+        for name, value in reference[weights].items():
+            assert torch.equal(resumed[weights][name], value), (
+                f"{weights}: {name} differs after resuming at {killed_at}"
+            )
+    ema, trained = reference["state_dict"], reference["current_model_state"]
+    assert any(not torch.equal(ema[name], trained[name]) for name in ema)  # the EMA really averaged
+
+
+def _step_of(path: Path) -> int:
+    try:
+        return checkpoint(path)["global_step"]
+    except (OSError, RuntimeError, EOFError):  # replaced while we read it: look again
+        return -1
+
+
+def test_wandb_offline_run_holds_metrics_config_and_image_panels(tmp_path):
+    train(
+        tmp_path,
+        *TINY,
+        "data.patch_size=64",
+        "data.batch_size=2",
+        "data.val_max_images=2",
+        "logger=wandb",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "trainer.log_every_n_steps=1",
+    )
+    (run,) = (tmp_path / "wandb").glob("offline-run-*")
+    run_id = run.name.rsplit("-", 1)[1]
+    # Offline runs keep history, config and summary as protobuf records in one file (synced later
+    # with `wandb sync`); their keys and values are stored as plain strings inside it.
+    records = (run / f"run-{run_id}.wandb").read_bytes()
+    for logged_string in (
+        b"val/psnr",
+        b"val/ssim",
+        b"train/loss",
+        b"train/grad_norm",
+        b"lr-Adam",
+        b"task_name",
+        b'"denoise"',
+    ):
+        assert logged_string in records, logged_string
+    panels = list((run / "files" / "media" / "images" / "val").glob("panels_*.png"))
+    assert len(panels) == 2  # input | output | target | error for each of the two validation images
+    (table,) = (run / "files" / "media" / "table" / "val").glob("images_*.table.json")
+    assert '"psnr"' in table.read_text()
+    # the run id is stored with the checkpoint, so a resumed run continues the same wandb run
+    assert checkpoint(tmp_path / "checkpoints" / "last.ckpt")["wandb_run_id"] == run_id
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("task=deblr", "Could not find 'task/deblr'"),
+        ("model=maxim_4s", "Could not find 'model/maxim_4s'"),
+        ("data=gopr", "Could not find 'data/gopr'"),
+        ("module.lr=-1", "module.lr must be a positive number, got -1"),
+        ("data.patch_size=100", "data.patch_size=100 is not a multiple of 64x64"),
+        ("model=identity", "model: IdentityBaseline has no trainable parameters"),
+    ],
+)
+def test_config_mistakes_get_one_clear_error(tmp_path, override, message):
+    base = [o for o in TINY if not (override.startswith("model=") and o.startswith("model"))]
+    done = train(tmp_path, *base, "logger=csv", "trainer.max_steps=1", override, check=False, timeout=120)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert message in output
+    assert "Traceback" not in output
+    if override.startswith(("task=", "model=maxim", "data=")):
+        assert "Available options" in output  # Hydra lists the allowed values
+
+
+def test_a_missing_dataset_says_where_to_put_it(tmp_path):
+    done = train(
+        tmp_path,
+        "task=deblur",
+        "trainer=cpu",
+        "logger=csv",
+        f"data_root={tmp_path / 'nothing'}",
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "GoPro not found" in done.stderr and "data/README.md" in done.stderr and "data=demo" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_warmup_then_cosine_to_the_floor():
+    schedule = WarmupCosine(lr=2e-4, min_lr=1e-7, warmup_steps=10, total_steps=110)
+    assert schedule(0) == pytest.approx(0.1)
+    assert schedule(9) == pytest.approx(1.0)
+    assert schedule(60) == pytest.approx((1e-7 / 2e-4) + (1 - 1e-7 / 2e-4) * 0.5)  # half way down the cosine
+    assert schedule(110) * 2e-4 == pytest.approx(1e-7)
+    assert schedule(10_000) * 2e-4 == pytest.approx(1e-7)
+    assert all(schedule(s) >= schedule(s + 1) for s in range(10, 120))
+    assert not math.isnan(WarmupCosine(2e-4, 1e-7, 0, 0)(0))
+
+
+def test_ckpt_path_last_finds_the_newest_run_of_the_task(tmp_path):
+    for stamp in ("2026-01-01_00-00-00", "2026-02-01_00-00-00"):
+        (tmp_path / "deblur" / stamp / "checkpoints").mkdir(parents=True)
+        (tmp_path / "deblur" / stamp / "checkpoints" / "last.ckpt").write_bytes(b"x")
+        time.sleep(0.01)
+    newest = tmp_path / "deblur" / "2026-02-01_00-00-00" / "checkpoints" / "last.ckpt"
+    assert resolve_ckpt_path("last", "deblur", outputs=tmp_path) == newest
+    with pytest.raises(ConfigError, match="no .*denoise/\\*/checkpoints/last.ckpt to resume from"):
+        resolve_ckpt_path("last", "denoise", outputs=tmp_path)
+
+
+def test_bf16_mixed_precision_and_channels_last_train(tmp_path):
+    train(
+        tmp_path,
+        *FAST,
+        "trainer.precision=bf16-mixed",
+        "module.channels_last=true",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+    )
+    ((_, psnr),) = logged(tmp_path, "val/psnr")
+    assert math.isfinite(psnr)
+    state = checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
+
+
+def test_slurm_launcher_asks_for_one_task_per_gpu():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=8", "trainer.num_nodes=2"],
+            return_hydra_config=True,
+        )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 8, 8)
+
+
+def test_every_spatial_mixer_trains_on_the_demo_data(tmp_path):
+    """The issue-7 presets under the training recipe (small patches: the attention mixers are
+    several times MAXIM's cost per pixel, and the full 256x256 batch of 8 takes minutes on CPU)."""
+    presets = ["maxim_2s_attention", "maxim_2s_mixing", "maxvit_unet_2s"]
+    others = [o for o in FAST if not o.startswith("model=")]
+    train(
+        tmp_path,
+        "--multirun",
+        f"model={','.join(presets)}",
+        *others,
+        "task=denoise",
+        "trainer.max_steps=3",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    for job, preset in enumerate(presets):
+        state = checkpoint(tmp_path / str(job) / "checkpoints" / "last.ckpt")
+        assert state["global_step"] == 3
+        assert state["hyper_parameters"]["model"]["mixer"] == ("mixing" if preset == "maxim_2s_mixing" else "attention")
