@@ -35,19 +35,23 @@ def onednn_inference(x: torch.Tensor) -> bool:
     ``torch.ops.mkldnn._linear_pointwise`` / ``_convolution_pointwise`` (the
     kernels inductor uses on CPU) compute a linear map or convolution with a
     GELU, leaky ReLU or residual add applied in the same pass. For the skinny
-    channel GEMMs of MAXIM (tens of channels, 10^5 pixels) oneDNN is also up
-    to twice as fast as the MKL GEMM behind ``F.linear``, and each fused
-    activation or add saves a pass over the output. They have no autograd and
-    autocast does not see them, so they serve float32 CPU inference only;
-    under ``torch.compile`` the plain ops are traced and inductor fuses them.
+    channel GEMMs of MAXIM (tens of channels, 10^5 pixels) oneDNN is also
+    faster than the MKL GEMM behind ``F.linear``, and each fused activation or
+    add saves a pass over the output. They have no autograd, autocast does not
+    see them and exporters cannot translate them, so they serve eager float32
+    CPU inference only. Under ``torch.compile`` the plain ops are traced and
+    inductor fuses them itself; a TorchScript or ONNX trace records the plain
+    ops; ``torch.backends.mkldnn.flags(enabled=False)`` turns them off.
     """
     return (
-        _HAS_ONEDNN_POINTWISE
+        not torch.compiler.is_compiling()  # first: dynamo folds it and reads no further
+        and not torch.jit.is_tracing()
+        and _HAS_ONEDNN_POINTWISE
+        and torch.backends.mkldnn.enabled
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and not torch.is_grad_enabled()
         and not torch.is_autocast_enabled("cpu")
-        and not torch.compiler.is_compiling()
     )
 
 
@@ -66,25 +70,14 @@ def _convolution_pointwise_flops(x_shape, *args, out_shape=None, **kwargs) -> in
     return flop_counter.conv_flop_count(x_shape, weight_shape, out_shape)
 
 
-def _addmm_flops(self_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
-    return 2 * a_shape[0] * a_shape[1] * b_shape[1]
-
-
-# FlopCounterMode counts the fused kernels like the ATen ops they replace, and
-# the in-place GEMM of linear_of_concat like the out-of-place one.
-for _op, _formula in [
-    (torch.ops.aten.addmm_, _addmm_flops),
-    *(
-        [
-            (torch.ops.mkldnn._linear_pointwise, _linear_pointwise_flops),
-            (torch.ops.mkldnn._convolution_pointwise, _convolution_pointwise_flops),
-        ]
-        if _HAS_ONEDNN_POINTWISE
-        else []
-    ),
-]:
-    if _op not in flop_counter.flop_registry:
-        flop_counter.register_flop_formula(_op)(_formula)
+# FlopCounterMode counts the fused kernels like the ATen ops they replace.
+if _HAS_ONEDNN_POINTWISE:
+    for _op, _formula in [
+        (torch.ops.mkldnn._linear_pointwise, _linear_pointwise_flops),
+        (torch.ops.mkldnn._convolution_pointwise, _convolution_pointwise_flops),
+    ]:
+        if _op not in flop_counter.flop_registry:
+            flop_counter.register_flop_formula(_op)(_formula)
 
 
 def _active(dropout: nn.Module | None) -> bool:
@@ -125,35 +118,7 @@ def linear(
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
     """GELU with the tanh approximation (``flax.linen.gelu``'s default)."""
-    if x.device.type == "cpu" and x.dtype == torch.float32:
-        return _SigmoidTanhGelu.apply(x)
     return F.gelu(x, approximate="tanh")
-
-
-# 0.5 * (1 + tanh(a)) == sigmoid(2a), so tanh-GELU is x * sigmoid(2k(x + 0.044715 x^3)), k = sqrt(2/pi).
-_GELU_LINEAR = 2 * math.sqrt(2 / math.pi)
-_GELU_CUBIC = _GELU_LINEAR * 0.044715
-
-
-class _SigmoidTanhGelu(torch.autograd.Function):
-    """tanh-GELU through ``sigmoid``: the same function, about twice as fast on CPU.
-
-    ATen's CPU ``tanh`` (and so its tanh-GELU) is several times slower than
-    its ``sigmoid``; written with sigmoid, in place on one buffer, the forward
-    costs under half as much and differs by float rounding (~5e-7). The
-    backward is ATen's own tanh-GELU gradient, which is already cheap.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        out = torch.addcmul(x.new_tensor(_GELU_LINEAR), x, x, value=_GELU_CUBIC)
-        return out.mul_(x).sigmoid_().mul_(x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (x,) = ctx.saved_tensors
-        return torch.ops.aten.gelu_backward(grad, x, approximate="tanh")
 
 
 def layer_norm(channels: int) -> nn.LayerNorm:
@@ -281,7 +246,9 @@ def resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
         out = F.interpolate(nchw, size=size, mode="nearest-exact")
     elif oh % h == 0 and ow % w == 0:
         out = F.interpolate(nchw, size=size, mode="bilinear", align_corners=False)
-    elif h % oh == 0 and w % ow == 0 and (h // oh) % 2 == 0 and (w // ow) % 2 == 0:
+    elif h % oh == 0 and w % ow == 0 and (h // oh) % 2 == 0 and (w // ow) % 2 == 0 and not torch.jit.is_tracing():
+        # A trace would freeze the taps' shapes to the example's size; exporters map
+        # the ATen kernel below to their own antialiased resize instead.
         out = _antialiased_downsample(nchw, h // oh, w // ow)
     else:
         # The antialiased kernel has no bfloat16/half version on CPU: run it in
@@ -391,7 +358,7 @@ def linear_of_concat(
 
     ``dense`` is an ``nn.Linear`` or a ``Conv1x1``. Its weight is split by input
     columns; the first part's product carries the bias and the products of the
-    others are accumulated into it: by the GEMM in place, or, in oneDNN
+    others are accumulated onto it: by the GEMM (``addmm``), or, in oneDNN
     inference, as each kernel's fused residual add.
     """
     weights = dense.weight.flatten(1).split([p.shape[-1] for p in parts], dim=1)
@@ -403,8 +370,9 @@ def linear_of_concat(
     out = F.linear(parts[0], weights[0], dense.bias)
     flat = out.view(-1, out.shape[-1])
     for part, weight in zip(parts[1:], weights[1:]):
-        # In-place ops escape autocast: cast to the dtype the first product got.
-        flat.addmm_(part.reshape(-1, part.shape[-1]).to(out.dtype), weight.t().to(out.dtype))
+        # Out of place: the ONNX exporter mistranslates in-place updates through views.
+        flat = torch.addmm(flat, part.reshape(-1, part.shape[-1]), weight.t())
+    out = flat.view(out.shape)
     if dropout is not None:
         out = dropout(out)
     return out if residual is None else residual + out

@@ -193,12 +193,13 @@ class SpatialGatingWeights(nn.Module):
         v = mix_tokens(partition(v, self.block_size, False), self.block)  # (fh*fw, B*gh*gw, C)
         # out_project(cat([u, v])) split by input columns; being per pixel, each half is
         # projected in its own token layout. The grid half is copied back to (B, H, W, C)
-        # and the block half added to it in place, read through a view.
+        # and the block half, read through a view, added to it (out of place: the ONNX
+        # exporter mistranslates in-place updates through views).
         weight_u, weight_v = self.out_project.weight.chunk(2, dim=1)
         out = unpartition(linear(u, weight_u.contiguous()), x.shape, grid_window, True).reshape(x.shape)
         v = linear(v, weight_v.contiguous(), self.out_project.bias)
-        tiles(out, self.block_size).add_(unpartition(v, x.shape, self.block_size, False))
-        return self.dropout(out)
+        out = tiles(out, self.block_size) + unpartition(v, x.shape, self.block_size, False)
+        return self.dropout(out.reshape(x.shape))
 
 
 class CrossGatingBlock(nn.Module):

@@ -2,9 +2,10 @@
 
 Each optimisation in ``layers.py`` / ``maxim.py`` is checked against an
 independent reference: the token mixing against a per-window Python loop,
-the resizes against ``F.interpolate`` with ``antialias=True``, the GELU
-against ``F.gelu``. The model-level checks cover activation checkpointing,
-``torch.compile`` (no graph breaks), channels_last inputs and bf16 autocast.
+the resizes against ``F.interpolate`` with ``antialias=True``, oneDNN's fused
+kernels against the plain ATen ops. The model-level checks cover activation
+checkpointing, ``torch.compile`` (no graph breaks),
+channels_last inputs and bf16 autocast.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import torch._dynamo
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from restore.export import PaddedRestorer
 from restore.models import MAXIM
 from restore.models.layers import (
     dense,
-    gelu,
     linear_of_concat,
     mix_tokens,
     partition,
@@ -108,15 +109,6 @@ def test_nearest_downsampling_is_a_strided_view_equal_to_nearest_exact():
         assert torch.equal(out, reference)
 
 
-def test_gelu_is_the_tanh_approximation_in_value_and_gradient():
-    x = torch.linspace(-8, 8, 10_001, requires_grad=True)
-    reference = torch.linspace(-8, 8, 10_001, requires_grad=True)
-    torch.testing.assert_close(gelu(x), F.gelu(reference, approximate="tanh"), rtol=1e-6, atol=1e-6)
-    gelu(x).sum().backward()
-    F.gelu(reference, approximate="tanh").sum().backward()
-    torch.testing.assert_close(x.grad, reference.grad)
-
-
 def test_linear_of_concat_equals_the_dense_of_the_concatenation():
     torch.manual_seed(0)
     parts = [torch.randn(2, 4, 4, 3), torch.randn(2, 4, 4, 5)[..., :2], torch.randn(2, 4, 4, 4)]
@@ -143,6 +135,30 @@ def test_fused_inference_kernels_match_the_autograd_path_and_count_the_same_macs
     for stage_f, stage_p in zip(fused, plain):
         for f, p in zip(stage_f, stage_p):
             torch.testing.assert_close(f, p.detach(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning")
+def test_fused_kernels_stay_out_of_autocast_other_dtypes_and_traces(tiny_maxim):
+    # Where they are not exactly valid or not wanted the plain ops run: bfloat16 autocast,
+    # oneDNN switched off, float64, and TorchScript/ONNX tracing (exportable ops only).
+    x = torch.rand(1, 3, 32, 64)
+
+    def ops(run) -> set[str]:
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            run()
+        return set(map(str, counter.get_flop_counts()["Global"]))
+
+    onednn_ops = {"mkldnn._linear_pointwise", "mkldnn._convolution_pointwise"}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not ops(lambda: tiny_maxim(x)) & onednn_ops
+    with torch.backends.mkldnn.flags(enabled=False):
+        assert not ops(lambda: tiny_maxim(x)) & onednn_ops
+    assert not ops(lambda: tiny_maxim.double()(x.double())) & onednn_ops
+    tiny_maxim.float()
+    with torch.no_grad():
+        graph = str(torch.jit.trace(PaddedRestorer(tiny_maxim), x, check_trace=False).inlined_graph)
+    assert "aten::linear" in graph and "mkldnn" not in graph
 
 
 def test_activation_checkpointing_keeps_parameters_outputs_and_gradients():

@@ -39,10 +39,12 @@ def nchw(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(array).permute(0, 3, 1, 2)
 
 
-def test_every_output_of_every_stage_matches_the_official_model(fixture):
+# Inference runs oneDNN's fused kernels, training the plain ATen ops (layers.onednn_inference).
+@pytest.mark.parametrize("grad", [False, True], ids=["inference", "autograd"])
+def test_every_output_of_every_stage_matches_the_official_model(fixture, grad):
     model, data = fixture
-    with torch.no_grad():
-        outputs = model(nchw(data["__fixture__/input"]))
+    with torch.set_grad_enabled(grad):
+        outputs = [[out.detach() for out in stage] for stage in model(nchw(data["__fixture__/input"]))]
     assert len(outputs) == 2 and all(len(stage) == 3 for stage in outputs)
     worst = 0.0
     for s, stage in enumerate(outputs):
