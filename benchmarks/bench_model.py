@@ -11,8 +11,11 @@ Every configuration runs in a fresh subprocess, so its peak memory is its
 own. On CPU that is the peak resident set size (``ru_maxrss``, everything
 torch allocated, as the OS saw it) minus the resident size just before the
 first pass (interpreter, libraries, weights and input): the memory the pass
-itself needed. On CUDA it is ``torch.cuda.max_memory_allocated`` above the
-memory allocated before the first pass. Times are wall-clock per pass
+itself needed, as the machine has to provide it. Alongside, the peak of the
+bytes its tensors held (``common.TensorMemory``, counted during the warm-up
+pass): the same without the allocator's free lists and fragmentation. On CUDA
+both are ``torch.cuda.max_memory_allocated`` above the memory allocated
+before the first pass. Times are wall-clock per pass
 (``torch.cuda.synchronize()`` around each on GPU), the headline being the
 median of ``--repeats``.
 
@@ -45,6 +48,7 @@ import torch
 from common import (
     MODELS,
     RESULTS,
+    TensorMemory,
     build_model,
     load_average,
     machine_facts,
@@ -168,9 +172,11 @@ def measure(spec: dict) -> dict:
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
+        step()  # warm-up: thread pools, kernels, compilation
     else:
         before = current_rss_bytes()
-    step()  # warm-up: thread pools, oneDNN kernels, compilation
+        with TensorMemory() as tensors:
+            step()  # warm-up (thread pools, oneDNN kernels) that also counts the tensors' bytes
     usage_before = resource.getrusage(resource.RUSAGE_SELF)
     seconds = time_repeats(step, spec["repeats"], device)
     usage_after = resource.getrusage(resource.RUSAGE_SELF)
@@ -180,13 +186,16 @@ def measure(spec: dict) -> dict:
             **spec,
             "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
         }
+        tensor_peak = peak_total - before  # the caching allocator's count is the tensors'
     else:
         peak_total = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+        tensor_peak = tensors.peak_bytes
     return {
         **spec,
         **summary(seconds),
         "macs": macs,
         "peak_mib": (peak_total - before) / 2**20,
+        "tensor_peak_mib": tensor_peak / 2**20,
         "peak_total_mib": peak_total / 2**20,
         # page faults and kernel time of the timed passes: the cost of fresh pages
         "minor_faults": usage_after.ru_minflt - usage_before.ru_minflt,
@@ -296,6 +305,7 @@ def derive(run: dict, matmul: dict) -> dict:
         "images_per_second": run["batch"] / seconds,
         "seconds_per_megapixel": seconds / megapixels,
         "mib_per_megapixel": run["peak_mib"] / megapixels,
+        "tensor_mib_per_megapixel": run["tensor_peak_mib"] / megapixels,
         "gflops": flops / 1e9,
         "fraction_of_matmul": flops / reference["flops"],
     }
@@ -371,8 +381,8 @@ def markdown_table(results: dict) -> str:
         f"{results['load_average']['after']}",
         "",
         "| model | size | pass | device / variant | batch | GMACs/image | s/image (median) | s/MP | "
-        "peak MiB | MiB/MP | GFLOP/s | of matmul |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "peak MiB | MiB/MP | tensor MiB | GFLOP/s | of matmul |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in results["runs"]:
         what = "fwd+bwd" if run["mode"] == "train" else "fwd"
@@ -380,7 +390,7 @@ def markdown_table(results: dict) -> str:
             what += " (ckpt)"
         head = f"| {run['model']} | {run['size']}² | {what} | {run['device']} {run['variant']} | {run['batch']} |"
         if "error" in run:
-            lines.append(f"{head} failed: {run['error']} |||||||")
+            lines.append(f"{head} failed: {run['error']} ||||||||")
             continue
         cells = [
             f"{run['gmacs_per_image']:.1f}",
@@ -388,6 +398,7 @@ def markdown_table(results: dict) -> str:
             f"{run['seconds_per_megapixel']:.2f}",
             f"{run['peak_mib']:.0f}",
             f"{run['mib_per_megapixel']:.0f}",
+            f"{run['tensor_peak_mib']:.0f}",
             f"{run['gflops']:.1f}",
             f"{run['fraction_of_matmul']:.0%}",
         ]
