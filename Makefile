@@ -23,8 +23,8 @@ test: $(STAMP)
 # then prints its validation PSNR next to the noisy input's.
 demo: $(STAMP)
 	$(PY) train.py task=denoise data=demo degradation.sigma=25 model=maxim_1s model.features=8 \
-		trainer=cpu trainer.max_steps=300 trainer.val_check_interval=100 trainer.log_every_n_steps=10 \
-		data.patch_size=64 data.batch_size=8 module.lr=1e-3 logger=csv
+		trainer=cpu trainer.max_steps=200 trainer.val_check_interval=100 trainer.log_every_n_steps=10 \
+		data.patch_size=64 data.batch_size=4 module.lr=1e-3 logger=csv
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check restore tests benchmarks train.py evaluate.py

@@ -1,7 +1,7 @@
 """python evaluate.py suite=<denoise|deblur|derain|dehaze|lowlight> (ckpt=FILE | weights=FILE | model=identity)
 
 Scores every benchmark of the suite found under data_root with its paper's protocol and prints
-one row per dataset. The logic lives in restore/evaluation.py; docs/README_evaluate.md has the details.
+one row per dataset. The logic lives in restore/evaluation.py; docs/evaluation.md has the details.
 """
 
 import hydra

@@ -6,11 +6,10 @@ Command line (Hydra, ``conf/predict.yaml``; every field is a ``key=value``)::
     python -m restore.predict input=photo.jpg output=restored/ ckpt=last.ckpt         # a Lightning checkpoint
     python -m restore.predict input=photos/ output=restored/ task=deblur              # the released deblurring MAXIM
 
-``task=`` names the released MAXIM of a task (``tasks`` in the config): without ``weights=``
-it reads that release from ``<weights_dir>/<release>/checkpoint.npz``; with ``weights=`` it
-fixes the variant (MAXIM-3S or -2S) and the weights must fit it, as the official evaluation
-builds the model of the task and then loads the weights. The rest of the config is read from
-the weights.
+``task=`` names the released MAXIM of a task (``release`` in ``conf/task/<task>.yaml``):
+without ``weights=`` it reads that release from ``<weights_dir>/<release>/checkpoint.npz``;
+with ``weights=`` the weights must fit the task's model preset (MAXIM-3S or -2S), as the
+official evaluation builds the model of the task and then loads the weights.
 
 Each input ``<name>.<ext>`` becomes ``<output>/<name>.png`` (sub-folders mirrored with
 ``recursive=true``), the same size as the input and, unless ``bits=`` says otherwise, the same
@@ -161,37 +160,30 @@ def plan_files(
 def model_for_prediction(cfg: DictConfig) -> tuple[nn.Module, str]:
     """The model of ``ckpt=``, ``weights=`` or ``model=``, or the released model of ``task=``.
 
-    With ``task=``, ``model.<field>`` values still fix what the weights cannot tell (e.g.
-    non-square block sizes), as with ``weights=`` alone; ``num_stages`` is the task's.
+    ``task=`` composes ``conf/task/<task>.yaml``: its model preset (the official config of the
+    release, so the weights are built as the official evaluation builds them; ``model.<field>``
+    overrides still apply) and ``release``, the checkpoint's folder under ``weights_dir``.
     """
-    task = cfg.get("task")
+    task = cfg.get("task_name")
     if task is None:
         return model_from_config(cfg)
-    if task not in cfg.tasks:
-        raise ConfigError(f"task={task}: give one of {', '.join(cfg.tasks)}")
     if cfg.get("ckpt") is not None:
         raise ConfigError("task= names an official MAXIM release; a Lightning checkpoint (ckpt=) has its own config")
-    release = cfg.tasks[task]
-    fields = OmegaConf.to_container(cfg.model, resolve=True) if cfg.get("model") is not None else {}
-    if fields.get("num_stages", release.num_stages) != release.num_stages:
-        raise ConfigError(
-            f"task={task} is the released MAXIM-{release.num_stages}S; model.num_stages={fields['num_stages']} "
-            "contradicts it (drop task= to load other weights)"
-        )
     weights = Path(cfg.weights) if cfg.get("weights") is not None else None
     if weights is None:
-        weights = Path(cfg.weights_dir) / release.release / "checkpoint.npz"
+        weights = Path(cfg.weights_dir) / cfg.release / "checkpoint.npz"
         if not weights.is_file():
             raise ConfigError(
                 f"task={task}: the released weights are expected at {weights}; download "
-                f"gs://gresearch/maxim/ckpt/{release.release}/checkpoint.npz (google-research/maxim README) "
+                f"gs://gresearch/maxim/ckpt/{cfg.release}/checkpoint.npz (google-research/maxim README) "
                 "there, or give weights=FILE"
             )
+    fields = OmegaConf.to_container(cfg.model, resolve=True)
     try:
-        model = load_model(weights=weights, model_cfg={**fields, "num_stages": release.num_stages})
+        model = load_model(weights=weights, model_cfg=fields)
     except CheckpointError as err:
         raise CheckpointError(
-            f"{weights} does not hold the released {task} model (MAXIM-{release.num_stages}S): {err}"
+            f"{weights} does not hold the {task} model (MAXIM-{fields['num_stages']}S, {cfg.release}): {err}"
         ) from None
     return model, f"task={task}, weights={weights}"
 

@@ -115,6 +115,11 @@ def train(cfg: DictConfig) -> float | None:
     best = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
     if trainer.is_global_zero:
         report(trainer, Path(cfg.paths.checkpoint_dir))
+    # wandb writes a run out only when it finishes, otherwise at interpreter exit; and Lightning's
+    # logger adopts a run still open, so the next job of a --multirun sweep would log into this one.
+    for lg in trainer.loggers:
+        if isinstance(lg, WandbLogger):
+            lg.experiment.finish()
     return None if best is None or best.best_model_score is None else best.best_model_score.item()
 
 

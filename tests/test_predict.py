@@ -9,12 +9,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from hydra.errors import MissingConfigException
 from PIL import Image
 from rich.console import Console
 
 from restore.cli import ConfigError
 from restore.data.io import IMAGE_EXTENSIONS, decode_image
-from restore.models import CheckpointError
+from restore.models import MAXIM, CheckpointError
+from restore.models.convert import expected_official_shapes
 from restore.predict import predict
 from tests.data.layouts import tree_state
 from tests.helpers import ROOT, compose_config, run_command, shared_path
@@ -32,6 +34,15 @@ TINY_1S = (
     "model.grid_size_hr=[8,8]",
     "model.block_size_lr=[8,8]",
     "model.grid_size_lr=[8,8]",
+)
+
+# The official tiny fixture: a 2-stage MAXIM with non-square blocks, which its weights cannot tell.
+FIXTURE = shared_path("maxim", "fixtures", "official_tiny.npz")
+FIXTURE_BLOCKS = (
+    "+model.block_size_hr=[8,4]",
+    "+model.block_size_lr=[2,4]",
+    "+model.grid_size_hr=[4,8]",
+    "+model.grid_size_lr=[4,2]",
 )
 
 
@@ -67,7 +78,8 @@ def test_real_samples_give_one_output_per_input_with_its_size_and_pixels(tmp_pat
 
 def test_a_maxim_restores_real_photos_of_odd_sizes_to_their_own_size(tmp_path):
     folder = shared_path("benchmarks", "samples", "SOTS", "outdoor", "hazy")
-    written = run_predict(f"input={folder}", f"output={tmp_path}", "tile=null", *TINY_1S)
+    # The official fixture's weights: an untrained preset starts close to the identity.
+    written = run_predict(f"input={folder}", f"output={tmp_path}", "tile=null", f"weights={FIXTURE}", *FIXTURE_BLOCKS)
     assert len(written) == 4
     for path in written:
         source = decode_image(folder / path.name)
@@ -185,23 +197,25 @@ def test_task_names_the_released_weights_and_their_variant(tmp_path):
     expected = tmp_path / "checkpoints" / "Deblurring" / "GoPro" / "checkpoint.npz"
     with pytest.raises(ConfigError, match=f"task=deblur: the released weights are expected at {expected}; download"):
         run_predict(*args, "task=deblur", f"weights_dir={tmp_path / 'checkpoints'}")
-    with pytest.raises(ConfigError, match="task=blur: give one of denoise, deblur, derain, dehaze, lowlight"):
+    with pytest.raises(MissingConfigException, match="Could not find 'task/blur'"):
         run_predict(*args, "task=blur")
     with pytest.raises(ConfigError, match="a Lightning checkpoint .ckpt=. has its own config"):
         run_predict(*args, "task=deblur", "ckpt=last.ckpt")
     with pytest.raises(ConfigError, match="no model: give ckpt=FILE"):
         run_predict(*args)
-    # The official tiny fixture is a 2-stage MAXIM with non-square blocks (given as model fields).
-    fixture = shared_path("maxim", "fixtures", "official_tiny.npz")
-    blocks = (
-        "+model.block_size_hr=[8,4]",
-        "+model.block_size_lr=[2,4]",
-        "+model.grid_size_hr=[4,8]",
-        "+model.grid_size_lr=[4,2]",
-    )
-    with pytest.raises(CheckpointError, match="does not hold the released deblur model .MAXIM-3S."):
-        run_predict(*args, "task=deblur", f"weights={fixture}", *blocks)
-    (written,) = run_predict(*args, "task=derain", f"weights={fixture}", *blocks)
+    with pytest.raises(CheckpointError, match="does not hold the deblur model .MAXIM-3S, Deblurring/GoPro."):
+        run_predict(*args, "task=deblur", f"weights={FIXTURE}")
+    # A checkpoint in the official format and shapes of the released deraining MAXIM-2S (random values:
+    # the release itself cannot be downloaded here), found under weights_dir as task=derain expects.
+    release = tmp_path / "checkpoints" / "Deraining" / "Rain13k" / "checkpoint.npz"
+    release.parent.mkdir(parents=True)
+    model = MAXIM(**{k: v for k, v in compose_config("predict", "task=derain").model.items() if k != "_target_"})
+    rng = np.random.default_rng(0)
+    shapes = expected_official_shapes(model)
+    np.savez(release, **{k: rng.normal(0, 0.05, s).astype(np.float32) for k, s in shapes.items()})
+    with pytest.raises(CheckpointError, match="does not hold the deblur model .MAXIM-3S, Deblurring/GoPro."):
+        run_predict(*args, "task=deblur", f"weights={release}")
+    (written,) = run_predict(*args, "task=derain", f"weights_dir={tmp_path / 'checkpoints'}")
     assert raw(written).shape == (40, 40, 3)
 
 
