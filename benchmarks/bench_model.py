@@ -412,7 +412,7 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_time, ax_memory) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax_time, ax_memory) = plt.subplots(1, 2, figsize=(13, 4.2))
     series = {}
     for run in results["runs"]:
         if "error" in run or run["device"] != "cpu":
@@ -438,7 +438,7 @@ def plot(results: dict, path: Path) -> None:
         ax.set_xlabel("image side (pixels, square)")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-    ax_time.legend(fontsize=7)
+    ax_memory.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))  # outside: no line hidden
     threads = f"{results['threads']} thread" + ("s" if results["threads"] > 1 else "")
     malloc = results.get("malloc", {}).get("mode", "default")
     fig.suptitle(f"MAXIM on {results['cpu']}, {threads}, fp32, batch 1, malloc: {malloc}", fontsize=10)
