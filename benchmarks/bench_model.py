@@ -322,10 +322,12 @@ def measure_matmul(threads: int) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    use_allocator(args.malloc)  # children inherit it
     if args.child:
+        # The parent's allocator setting is in the environment it passes down; choosing
+        # again here would impose this parser's default (--malloc is not forwarded).
         print(json.dumps(measure(json.loads(args.child))))
         return 0
+    use_allocator(args.malloc)
     if args.report:
         if not args.report.is_file():
             raise SystemExit(f"--report: {args.report} does not exist (pass a .json written by this script)")

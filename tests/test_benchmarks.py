@@ -3,6 +3,7 @@ the memory guard and the port script's refusal to run without the port."""
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -76,6 +77,14 @@ def test_a_configuration_that_would_not_fit_in_memory_is_skipped(monkeypatch):
     monkeypatch.setattr(bench_model, "available_memory_mib", lambda: 100_000.0)
     assert bench_model.predicted_overflow(spec, done) is None
     assert bench_model.predicted_overflow({**spec, "checkpointing": True}, done) is None  # nothing to judge from
+
+
+def test_a_child_keeps_the_allocator_its_parent_chose(monkeypatch, capsys):
+    # --malloc is not forwarded to children: choosing again would impose the default
+    monkeypatch.setattr(bench_model, "use_allocator", lambda mode: pytest.fail(f"the child chose {mode}"))
+    monkeypatch.setattr(bench_model, "measure", lambda spec: {"measured": spec["size"]})
+    assert bench_model.main(["--child", '{"size": 64}']) == 0
+    assert json.loads(capsys.readouterr().out) == {"measured": 64}
 
 
 def test_bad_sizes_are_refused_with_the_option_named():
