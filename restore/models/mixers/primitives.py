@@ -1,11 +1,11 @@
 """Primitives the mixers share: the block/grid partition into token sets and a
 depth-wise convolution, both on channels-last ``(B, H, W, C)`` tensors.
 
-``layers.mix_tokens`` applies a Dense along one token axis of the same
-partition, with the token axis last. Attention needs the opposite layout,
+``layers.partition`` lays the same token sets out tokens first, ``(T, N, C)``,
+so the gMLP's token-mixing Dense is one GEMM. Attention needs each set's
 tokens then channels, ``(B, n, T, C)``, so the partition is spelled out here;
 the token numbering (row-major within a window, row-major over the grid) is
-the same as ``mix_tokens``'s and the official ``block_images``'s.
+the same as ``layers.partition``'s and the official ``block_images``'s.
 """
 
 from __future__ import annotations
