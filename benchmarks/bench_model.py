@@ -49,6 +49,7 @@ from common import (
     MODELS,
     RESULTS,
     TensorMemory,
+    add_machine_arguments,
     build_model,
     load_average,
     machine_facts,
@@ -80,17 +81,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="models whose forward+backward is measured again with activation_checkpointing=True",
     )
     parser.add_argument("--checkpointing-sizes", default="256,512", help="sizes of those checkpointed runs")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes per configuration (after one warm-up)")
+    add_machine_arguments(parser, repeats=3)
     parser.add_argument("--gpu-batch", type=int, default=8, help="batch size of the GPU configurations")
-    parser.add_argument(
-        "--malloc",
-        choices=("retain", "default"),
-        default="retain",
-        help="retain: glibc keeps freed memory for reuse (GLIBC_TUNABLES, see common.py); default: glibc as is",
-    )
     parser.add_argument("--no-gpu", action="store_true", help="skip the GPU configurations even if CUDA is available")
-    parser.add_argument("--name", help="machine name for the result files (default: the host name)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS, help="where the .json and .png go")
     parser.add_argument("--report", type=Path, help="only redraw the plot and table of a saved results .json")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # one configuration, run in a subprocess

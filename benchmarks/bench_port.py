@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 from common import (
     RESULTS,
+    add_machine_arguments,
     build_model,
     load_average,
     machine_facts,
@@ -51,15 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--port-file", type=Path, help="path to vztu/maxim-pytorch's maxim_pytorch/maxim_torch.py")
     parser.add_argument("--sizes", default="128,256", help="comma-separated square sizes (multiples of 64)")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed forward passes per model and size")
-    parser.add_argument(
-        "--malloc",
-        choices=("retain", "default"),
-        default="retain",
-        help="retain: glibc keeps freed memory for reuse (GLIBC_TUNABLES, see common.py); default: glibc as is",
-    )
-    parser.add_argument("--name", help="machine name for the result file (default: the host name)")
+    add_machine_arguments(parser, repeats=5)
     parser.add_argument("--out-dir", type=Path, default=RESULTS, help="where the .json goes")
     args = parser.parse_args(argv)
     if args.port_file is None:

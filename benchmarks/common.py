@@ -40,6 +40,19 @@ MODELS = ("maxim_1s", "maxim_2s", "maxim_3s")
 RETAIN_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
 
 
+def add_machine_arguments(parser, repeats: int) -> None:
+    """The options every benchmark script takes: threads, timed repeats, allocator, machine name."""
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
+    parser.add_argument("--repeats", type=int, default=repeats, help="timed passes per configuration (after a warm-up)")
+    parser.add_argument(
+        "--malloc",
+        choices=("retain", "default"),
+        default="retain",
+        help="retain: glibc keeps freed memory for reuse (GLIBC_TUNABLES, see common.py); default: glibc as is",
+    )
+    parser.add_argument("--name", help="machine name for the result files (default: the host name)")
+
+
 def use_allocator(mode: str) -> None:
     """Run this script under the allocator ``mode``: "retain" (glibc keeps freed
     memory, via GLIBC_TUNABLES) or "default" (glibc as configured). glibc reads
