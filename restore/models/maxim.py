@@ -329,6 +329,20 @@ class BlockConfig:
     mixer: str = "gmlp"
     block: str = "maxim"
 
+    def cross_gating(self, features: int, x_channels: int, y_channels: int, upsample_y: bool) -> CrossGatingBlock:
+        """A cross-gating block at this level's block and grid sizes."""
+        return CrossGatingBlock(
+            features,
+            x_channels,
+            y_channels,
+            self.block_size,
+            self.grid_size,
+            upsample_y,
+            self.dropout_rate,
+            self.use_bias,
+            self.mixer,
+        )
+
     def mab(self, channels: int, input_proj_factor: int | None = None) -> nn.Module:
         """The spatial mixer of a group: the official MAB, or one from ``restore.models.mixers``."""
         if self.mixer != "gmlp":
@@ -380,21 +394,7 @@ class UNetEncoderBlock(nn.Module):
             else nn.Identity()
             for _ in groups
         )
-        self.cross_gating = (
-            CrossGatingBlock(
-                features,
-                features,
-                features,
-                cfg.block_size,
-                cfg.grid_size,
-                False,
-                cfg.dropout_rate,
-                cfg.use_bias,
-                cfg.mixer,
-            )
-            if cross_gating
-            else None
-        )
+        self.cross_gating = cfg.cross_gating(features, features, features, upsample_y=False) if cross_gating else None
         self.down = Conv(features, features, kernel_size=4, stride=2, use_bias=cfg.use_bias) if downsample else None
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None, previous: torch.Tensor | None = None):
@@ -480,17 +480,7 @@ class MaximStage(nn.Module):
         self.input_fusions = None
         if not is_first:
             self.input_fusions = nn.ModuleList(
-                CrossGatingBlock(
-                    c,
-                    c,
-                    c,
-                    net.level_config(i).block_size,
-                    net.level_config(i).grid_size,
-                    False,
-                    net.dropout_rate,
-                    bias,
-                    net.mixer,
-                )
+                net.level_config(i).cross_gating(c, c, c, upsample_y=False)
                 if net.use_cross_gating
                 else Conv1x1(2 * c, c, bias)
                 for i, c in enumerate(level_channels[:n])
@@ -516,16 +506,8 @@ class MaximStage(nn.Module):
             for i, c in enumerate(level_channels)
         )
         self.skip_fusions = nn.ModuleList(
-            CrossGatingBlock(
-                c,
-                d * c,
-                bottleneck_channels if i == d - 1 else level_channels[i + 1],
-                net.level_config(i).block_size,
-                net.level_config(i).grid_size,
-                True,
-                net.dropout_rate,
-                bias,
-                net.mixer,
+            net.level_config(i).cross_gating(
+                c, d * c, bottleneck_channels if i == d - 1 else level_channels[i + 1], upsample_y=True
             )
             if net.use_cross_gating
             else ConvSkipFusion(d * c, c, bias)
