@@ -36,9 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -52,9 +50,9 @@ from common import (
     add_machine_arguments,
     build_model,
     load_average,
-    machine_facts,
     machine_name,
     matmul_throughput,
+    run_facts,
     summary,
     time_repeats,
     use_allocator,
@@ -347,12 +345,7 @@ def main(argv=None) -> int:
     # The best of the two measurements: the fractions are then conservative.
     matmul = {k: max(matmul_before[k], matmul_after[k], key=lambda m: m["flops"]) for k in matmul_before}
     results = {
-        "machine": name,
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.argv[0]).as_posix(), *(sys.argv[1:] if argv is None else argv)]),
-        **machine_facts(args.threads),
-        "load_average": {"before": load_before, "after": load_average()},
-        "malloc": {"mode": args.malloc, "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES")},
+        **run_facts(name, args, argv, load_before),
         "matmul": matmul,
         "matmul_runs": {"before": matmul_before, "after": matmul_after},
         "runs": [derive(run, matmul) for run in runs],

@@ -20,10 +20,8 @@ port time / our time, on the medians. Results go to
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib.util
 import json
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -34,8 +32,8 @@ from common import (
     add_machine_arguments,
     build_model,
     load_average,
-    machine_facts,
     machine_name,
+    run_facts,
     summary,
     time_repeats,
     use_allocator,
@@ -130,12 +128,7 @@ def main(argv=None) -> int:
 
     name = machine_name(args.name)
     results = {
-        "machine": name,
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.argv[0]).as_posix(), *(sys.argv[1:] if argv is None else argv)]),
-        **machine_facts(args.threads),
-        "load_average": {"before": load_before, "after": load_average()},
-        "malloc": {"mode": args.malloc, "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES")},
+        **run_facts(name, args, argv, load_before),
         "port": f"vztu/maxim-pytorch {PORT_CLASS} ({args.port_file.name})",
         "parameters": parameters,
         "rows": rows,

@@ -7,6 +7,7 @@ they put the root on ``sys.path`` so ``restore`` imports without installing.
 
 from __future__ import annotations
 
+import datetime
 import os
 import platform
 import re
@@ -51,6 +52,18 @@ def add_machine_arguments(parser, repeats: int) -> None:
         help="retain: glibc keeps freed memory for reuse (GLIBC_TUNABLES, see common.py); default: glibc as is",
     )
     parser.add_argument("--name", help="machine name for the result files (default: the host name)")
+
+
+def run_facts(name: str, args, argv: list[str] | None, load_before: list[float] | None) -> dict:
+    """What every results file starts with: the machine, the command, the load and the allocator."""
+    return {
+        "machine": name,
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *(sys.argv[1:] if argv is None else argv)]),
+        **machine_facts(args.threads),
+        "load_average": {"before": load_before, "after": load_average()},
+        "malloc": {"mode": args.malloc, "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES")},
+    }
 
 
 def use_allocator(mode: str) -> None:
