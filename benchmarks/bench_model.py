@@ -48,7 +48,6 @@ from common import (
     RESULTS,
     TensorMemory,
     add_machine_arguments,
-    build_model,
     load_average,
     machine_name,
     matmul_throughput,
@@ -58,6 +57,8 @@ from common import (
     use_allocator,
 )
 from rich.progress import Progress
+
+from restore.models.loading import build_preset
 
 GPU_VARIANTS = ("fp32", "bf16", "channels_last", "bf16_compile")
 
@@ -134,7 +135,7 @@ def count_macs(spec: dict) -> int:
 
     train = spec["mode"] == "train"
     with torch.device("meta"):
-        model = build_model(spec["model"], activation_checkpointing=spec["checkpointing"]).train(train)
+        model = build_preset(spec["model"], activation_checkpointing=spec["checkpointing"]).train(train)
         x = torch.rand(spec["batch"], 3, spec["size"], spec["size"])
     counter = FlopCounterMode(display=False)
     with counter:
@@ -148,7 +149,7 @@ def measure(spec: dict) -> dict:
     device, variant, train = spec["device"], spec["variant"], spec["mode"] == "train"
     macs = count_macs(spec)
     torch.manual_seed(0)
-    model = build_model(spec["model"], activation_checkpointing=spec["checkpointing"]).to(device).train(train)
+    model = build_preset(spec["model"], activation_checkpointing=spec["checkpointing"]).to(device).train(train)
     x = torch.rand(spec["batch"], 3, spec["size"], spec["size"], device=device)
     if variant == "channels_last":
         model = model.to(memory_format=torch.channels_last)

@@ -30,7 +30,6 @@ import torch
 from common import (
     RESULTS,
     add_machine_arguments,
-    build_model,
     load_average,
     machine_name,
     run_facts,
@@ -40,6 +39,8 @@ from common import (
 )
 from rich.progress import Progress
 from torch.utils.flop_counter import FlopCounterMode
+
+from restore.models.loading import build_preset
 
 PORT_CLASS = "MAXIM_dns_3s"
 
@@ -99,7 +100,7 @@ def main(argv=None) -> int:
     use_allocator(args.malloc)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    models = {"port": load_port(args.port_file).eval(), "ours": build_model("maxim_3s").eval()}
+    models = {"port": load_port(args.port_file).eval(), "ours": build_preset("maxim_3s").eval()}
     parameters = {k: sum(p.numel() for p in m.parameters()) for k, m in models.items()}
     load_before = load_average()
     rows = []

@@ -81,18 +81,6 @@ def use_allocator(mode: str) -> None:
     os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
-def build_model(name: str, **overrides) -> torch.nn.Module:
-    """A MAXIM preset from ``conf/model/<name>.yaml`` (the one home of its fields)."""
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
-    path = ROOT / "conf" / "model" / f"{name}.yaml"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
-        raise SystemExit(f"unknown model '{name}': no {path} (known: {known})")
-    return instantiate(OmegaConf.merge(OmegaConf.load(path), overrides))
-
-
 def machine_name(name: str | None) -> str:
     """``name`` or the host name, reduced to characters safe in a file name."""
     raw = name or socket.gethostname() or "machine"

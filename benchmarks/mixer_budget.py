@@ -22,21 +22,21 @@ import time
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from rich.progress import track
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from restore.models.loading import build_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = ROOT / "conf" / "experiment" / "ablation_mixer.yaml"
 
 
 def build(preset: str, features: int, device: str = "cpu") -> nn.Module:
-    config = OmegaConf.merge(OmegaConf.load(ROOT / "conf" / "model" / f"{preset}.yaml"), {"features": features})
     torch.manual_seed(0)
     with torch.device(device):
-        return instantiate(config)
+        return build_preset(preset, features=features)
 
 
 def macs(preset: str, features: int, size: int = 256) -> int:

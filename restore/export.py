@@ -37,6 +37,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from restore import CONF_DIR
 from restore.inference import forward_padded, size_multiple
 from restore.models.convert import CheckpointError
 from restore.models.loading import load_model
@@ -221,9 +222,6 @@ def _register_resize_symbolics(opset: int) -> None:
 
     register_custom_op_symbolic("aten::_upsample_nearest_exact2d", nearest_exact, opset)
     register_custom_op_symbolic("aten::_upsample_bilinear2d_aa", bilinear_antialiased, opset)
-
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # absolute: found however the module is run
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="export")

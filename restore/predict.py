@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
+from restore import CONF_DIR
 from restore.cli import ConfigError, exit_on_user_error, model_from_config, restore_options_of, wide_console
 from restore.data.io import IMAGE_EXTENSIONS, ImageReadError, decode_image, is_image_file, to_float, write_image
 from restore.data.layout import list_images
@@ -216,9 +217,6 @@ def predict(cfg: DictConfig, console: Console | None = None) -> list[Path]:
             progress.advance(bar)
     console.print(f"restored {len(written)} image(s) into {cfg.output} with {description}")
     return written
-
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # absolute: found however the module is run
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="predict")

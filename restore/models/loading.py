@@ -18,6 +18,7 @@ from omegaconf.base import ContainerMetadata, Metadata
 from omegaconf.nodes import AnyNode
 from torch import nn
 
+from restore import CONF_DIR
 from restore.models.convert import CheckpointError, load_official
 
 # What a Lightning checkpoint may hold besides tensors and plain containers: the model's
@@ -72,6 +73,16 @@ def load_model(
     if model_cfg is None:
         raise ValueError("nothing to load: give ckpt=FILE, weights=FILE or a model config (e.g. model=maxim_3s)")
     return build_model(model_cfg).eval()
+
+
+def build_preset(name: str, **overrides) -> nn.Module:
+    """The model preset ``conf/model/<name>.yaml`` with field overrides, for code that runs
+    outside a Hydra command line (benchmark scripts, tests)."""
+    path = CONF_DIR / "model" / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
+        raise ValueError(f"unknown model preset '{name}': no {path} (known: {known})")
+    return build_model(OmegaConf.merge(OmegaConf.load(path), overrides))
 
 
 def build_model(model_cfg: Mapping) -> nn.Module:

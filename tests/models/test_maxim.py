@@ -4,25 +4,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
 from restore.inference import forward_padded
 from restore.models import MAXIM
-from tests.helpers import ROOT, TINY_MAXIM
+from restore.models.loading import build_preset
+from tests.helpers import TINY_MAXIM
 
 OFFICIAL_PARAMETERS = {"maxim_1s": 6_139_561, "maxim_2s": 14_176_178, "maxim_3s": 22_212_795}
 
 
-def preset(name: str, **overrides) -> MAXIM:
-    config = OmegaConf.merge(OmegaConf.load(ROOT / "conf" / "model" / f"{name}.yaml"), overrides)
-    return instantiate(config)
-
-
 @pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMETERS))
 def test_presets_have_the_official_parameter_count(name):
-    model = preset(name)
+    model = build_preset(name)
     assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMETERS[name]
 
 
@@ -37,7 +31,7 @@ def test_forward_returns_every_stage_and_scale_coarsest_first(tiny_maxim):
 
 
 def test_size_multiple_follows_block_and_grid_sizes(tiny_maxim):
-    assert preset("maxim_3s").size_multiple == (64, 64)
+    assert build_preset("maxim_3s").size_multiple == (64, 64)
     # heights: 2^3*2 (bottleneck), 4 and 8*2 (hr levels) -> 16; widths: 2^3*4 -> 32
     assert tiny_maxim.size_multiple == (16, 32)
 
@@ -51,7 +45,7 @@ def test_invalid_size_raises_a_clear_error(tiny_maxim):
 
 def test_one_set_of_weights_restores_any_size():
     torch.manual_seed(0)
-    model = preset("maxim_2s", features=8, num_groups=1, num_bottleneck_blocks=1).eval()
+    model = build_preset("maxim_2s", features=8, num_groups=1, num_bottleneck_blocks=1).eval()
     with torch.no_grad():
         for h, w in [(64, 64), (100, 150), (321, 481)]:
             x = torch.rand(1, 3, h, w)
@@ -61,7 +55,7 @@ def test_one_set_of_weights_restores_any_size():
 
 
 def test_flops_grow_linearly_with_pixels():
-    model = preset("maxim_1s", features=8, num_groups=1, num_bottleneck_blocks=1).eval()
+    model = build_preset("maxim_1s", features=8, num_groups=1, num_bottleneck_blocks=1).eval()
 
     def flops(size: int) -> int:
         counter = FlopCounterMode(display=False)
