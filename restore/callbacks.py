@@ -8,6 +8,7 @@ averaged weights and checkpoints store them as ``state_dict``); see
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -65,6 +66,25 @@ class ValidationImageLogger(pl.Callback):
                 data=[list(row) for row in rows],
                 step=trainer.global_step,
             )
+
+
+class WallClock(pl.Callback):
+    """Logs ``time/minutes``, the wall-clock minutes since this process started fitting, with
+    every validation, so a learning curve can be drawn against time as well as steps.
+
+    A resumed run counts from its own start: the minutes before it are in the earlier logs.
+    """
+
+    def __init__(self):
+        self._start: float | None = None
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._start = time.perf_counter()
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if self._start is not None and not trainer.sanity_checking:
+            minutes = (time.perf_counter() - self._start) / 60
+            pl_module.log("time/minutes", minutes, rank_zero_only=True)
 
 
 def batch_size(batch: dict) -> int:

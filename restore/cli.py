@@ -54,6 +54,8 @@ def model_from_config(cfg: Mapping) -> tuple[nn.Module, str]:
     if weights is not None:
         return model, f"weights={weights}"
     name = type(model).__name__
+    if hasattr(model, "description"):
+        return model, model.description
     if any(True for _ in model.parameters()):
         return model, f"{name}, randomly initialised (no ckpt= or weights=)"
     return model, f"{name} (the degraded input as it is)"

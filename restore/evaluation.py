@@ -28,9 +28,16 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from restore.cli import ConfigError, model_from_config, restore_options_of, wide_console
 from restore.data.benchmarks import get_benchmark
@@ -177,10 +184,17 @@ def score_set(
     task = progress.add_task(evalset.label, total=len(dataset)) if progress is not None else None
     scores: list[ImageScore] = []
     start = time.perf_counter()
-    loader = DataLoader(dataset, batch_size=1, num_workers=num_workers)  # full-size images of different sizes
+    if getattr(model, "needs_noise_level", False):
+        model.sigma = evalset.sigma
+    in_workers = getattr(model, "restores_in_workers", False) and num_workers > 0
+    source = RestoredInWorkers(dataset, model, restore_options) if in_workers else dataset
+    loader = DataLoader(source, batch_size=1, num_workers=num_workers)  # full-size images of different sizes
     for item in loader:
         name = item["name"][0]
-        restored = restore_image(model, item["input"].to(device), **restore_options)  # (1, C, H, W)
+        if in_workers:
+            restored = item["restored"].to(device)
+        else:
+            restored = restore_image(model, item["input"].to(device), **restore_options)  # (1, C, H, W)
         try:
             values = score(restored, item["target"].to(device), protocol)
         except ValueError as err:
@@ -201,6 +215,47 @@ def score_set(
         seconds=round(seconds, 3),
     )
     return row, scores
+
+
+def progress_bars(console: Console | None = None) -> Progress:
+    """One bar per set: images done, time spent and time left (BM3D takes minutes per set)."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    return Progress(*columns, console=console)
+
+
+class RestoredInWorkers(Dataset):
+    """The items of ``dataset`` with ``"restored"`` added, restored in the loader's worker processes.
+
+    For CPU models that restore one image at a time and use one core each (BM3D): with
+    ``num_workers`` workers, that many images are restored at once.
+    """
+
+    def __init__(self, dataset: RestorationDataset, model: nn.Module, restore_options: Mapping[str, Any]):
+        self.dataset, self.model, self.restore_options = dataset, model, dict(restore_options)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        item = dict(self.dataset[index])
+        item["restored"] = restore_image(self.model, item["input"][None], **self.restore_options)[0]
+        return item
+
+
+def check_noise_levels(model: nn.Module, description: str, sets: Sequence[EvalSet]) -> None:
+    """A model told the noise level (BM3D) can only restore the synthetic Gaussian sets."""
+    unknown = [evalset.label for evalset in sets if evalset.sigma is None]
+    if getattr(model, "needs_noise_level", False) and unknown:
+        raise ConfigError(
+            f"{description} denoises with a known Gaussian noise level, and {', '.join(unknown)} "
+            "has real noise of unknown level; pick the Gaussian sets, e.g. datasets=[CBSD68,Kodak24]"
+        )
 
 
 def average_row(rows: list[Row], average_of: list[str]) -> tuple[Row | None, str | None]:
@@ -270,14 +325,14 @@ def evaluate(cfg: DictConfig, console: Console | None = None) -> Report:
             f"nothing to evaluate: no dataset of suite={suite['name']} under data_root={cfg.data_root} "
             f"(looked for {looked}); put datasets there (data/README.md) or set data_root=DIR"
         )
+    check_noise_levels(model, description, plan.sets)
     model = model.to(device).eval()
     datasets = [evalset.build(seed) for evalset in plan.sets]  # pairs every set before any work
     logger = _make_logger(cfg)
 
     report = Report(suite=suite["name"], model=description, skipped=plan.skipped)
     report.config = OmegaConf.to_container(cfg, resolve=True)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console) as progress:
+    with progress_bars(console) as progress:
         for evalset, dataset in zip(plan.sets, datasets):
             row, scores = score_set(
                 model,

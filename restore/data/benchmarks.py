@@ -451,6 +451,29 @@ def _clean_set(name: str, count: int, download: str, *, gray: bool = False) -> B
     )
 
 
+def _clean_training_set(name: str, count: int, download: str, *, gray: bool = False) -> Benchmark:
+    """A set of clean training images (the Gaussian-denoising literature's); noise is added on the fly.
+
+    It has no validation split of its own: ``val`` holds out 3% of the images (every
+    image is its own group), evenly spaced in name order, so checkpoints are selected
+    on training-set images and never on a test set.
+    """
+    return Benchmark(
+        name=name,
+        task="denoise",
+        kind="clean",
+        official_splits=("train",),
+        protocol=_GRAY if gray else _RGB,
+        layout="<name>.(png|tif|bmp|jpg)   the clean images, directly in the folder",
+        download=download,
+        rule=_clean_folder,
+        test_splits=(),
+        holdout=Holdout(fraction=0.03),
+        counts={"train": count},
+        gray=gray,
+    )
+
+
 _FFDNET = "cszn/FFDNet testsets/<set> (GitHub), or KAIR's testsets"
 
 BENCHMARKS: dict[str, Benchmark] = {
@@ -619,6 +642,8 @@ BENCHMARKS: dict[str, Benchmark] = {
         _clean_set("Urban100", 100, "Urban100 HR images (jbhuang0604/SelfExSR), or KAIR's testsets"),
         _clean_set("Set12", 12, _FFDNET, gray=True),
         _clean_set("BSD68", 68, _FFDNET, gray=True),
+        _clean_training_set("CBSD432", 432, "Magauiya/Extended_SURE Dataset/CBSD432 (the BSDS500 images minus CBSD68)"),
+        _clean_training_set("Train400", 400, "cszn/DnCNN TrainingCodes/.../data/Train400", gray=True),
         Benchmark(
             name="folder",
             task="denoise",  # any task: the pairs say what is restored

@@ -99,7 +99,7 @@ def build_model(model_cfg: Mapping) -> nn.Module:
 
 
 def _from_lightning_checkpoint(path: Path, model_cfg: Mapping | None) -> nn.Module:
-    checkpoint = _read_checkpoint(path)
+    checkpoint = read_checkpoint(path)
     if model_cfg is None:
         model_cfg = checkpoint.get("hyper_parameters", {}).get("model")
         if model_cfg is None:
@@ -122,20 +122,27 @@ def _from_lightning_checkpoint(path: Path, model_cfg: Mapping | None) -> nn.Modu
     return model.eval()
 
 
-def _read_checkpoint(path: Path) -> dict:
+def read_checkpoint(path: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file (expected a Lightning .ckpt)")
     try:
         with torch.serialization.safe_globals(CONFIG_GLOBALS):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        detail = next((line.strip() for line in str(err).splitlines() if "Unsupported global" in line), str(err))
+        detail = next((line.strip() for line in str(err).splitlines() if "Unsupported global" in line), None)
+        if detail is None:  # not a pickle at all: random bytes, another format, a truncated legacy file
+            raise CheckpointError(
+                f"{path}: not a PyTorch checkpoint (it is no file torch.save wrote); give a .ckpt from train.py"
+            ) from None
         raise CheckpointError(
             f"{path}: holds Python objects that are never loaded, as they could run code ({detail}); "
             "save tensors, numbers, strings and plain or OmegaConf containers only"
         ) from None
     except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({err}); is the file complete?") from None
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint ({first_line}); is the file complete?"
+        ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path}: no 'state_dict' inside; this is not a Lightning checkpoint")
     return checkpoint

@@ -294,3 +294,29 @@ def test_cached_training_items_equal_decoded_ones_and_the_cache_lives_outside_th
             assert torch.equal(plain[key]["target"], cached[key]["target"])
     assert len(list((tmp_path / "cache").rglob("*.npy"))) == 8  # 4 pairs, decoded once each
     assert layouts.tree_state(root) == before
+
+
+@pytest.mark.parametrize("name, gray", [("CBSD432", False), ("Train400", True)])
+def test_clean_training_sets_hold_out_three_percent_by_name_and_have_no_test_split(tmp_path, name, gray):
+    root = layouts.clean_set(tmp_path / name, names=[f"{i:03d}" for i in range(100)], size=(8, 8))
+    benchmark = get_benchmark(name)
+    assert benchmark.kind == "clean" and benchmark.gray is gray
+    assert benchmark.splits == ("train", "val") and benchmark.test_splits == ()
+    noise = {"name": "gaussian_noise", "sigma": 25}
+    train = build_dataset(name, root, "train", degradation=noise, patch_size=4)
+    val = build_dataset(name, root, "val", degradation=noise, seed=42)
+    assert val.names == ["016", "050", "083"]  # 3 of 100, evenly spaced, the same every time
+    assert len(train) == 97 and not set(train.names) & set(val.names)
+    again = build_dataset(name, root, "val", degradation=noise, seed=42)
+    torch.testing.assert_close(val[1]["input"], again[1]["input"], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name, count, held", [("CBSD432", 432, 13), ("Train400", 400, 12)])
+def test_real_training_sets_are_disjoint_from_their_test_sets(name, count, held):
+    folder = shared_path("benchmarks", name)
+    test_set = {"CBSD432": "CBSD68", "Train400": "BSD68"}[name]
+    train = build_dataset(name, folder, "train", degradation={"name": "gaussian_noise", "sigma": 25}, patch_size=64)
+    val = build_dataset(name, folder, "val", degradation={"name": "gaussian_noise", "sigma": 25})
+    assert len(train) + len(val) == count and len(val) == held
+    test_names = {path.stem for path in shared_path("benchmarks", test_set).iterdir()}
+    assert not test_names & (set(train.names) | set(val.names))

@@ -1,0 +1,159 @@
+"""A training run's learning curve: hold-out PSNR against wall-clock minutes, with BM3D beside it.
+
+Reads what ``train.py`` wrote into its run directory: the CSV logger's ``metrics.csv``
+(``val/psnr`` and ``time/minutes``, logged at every validation by ``restore.callbacks.WallClock``)
+and ``.hydra/config.yaml``. From that config it rebuilds the run's own validation set, the
+same hold-out images with the same seeded noise, and scores BM3D on it (``--bm3d``: told the
+true sigma, restored in ``--workers`` processes; the score is kept in ``bm3d_holdout.json``
+next to the plot and reused when present), so the horizontal line is the classical method on
+exactly the images the curve was measured on. ``--ckpt FILE`` adds the final checkpoint's
+score on the same images in fp32 (kept in ``ckpt_holdout.json``): the validations during
+training ran under the run's own precision (bf16 autocast for the CPU recipe).
+
+    python benchmarks/learning_curve.py RUN_DIR --out docs/results/run/curve.png --bm3d --ckpt weights/model.ckpt
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import hydra
+import matplotlib
+import torch
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from restore.cli import restore_options_of  # noqa: E402
+from restore.evaluation import EvalSet, progress_bars, score_set  # noqa: E402
+from restore.models.bm3d import BM3D  # noqa: E402
+from restore.models.loading import load_model  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def read_curve(metrics_csv: Path) -> list[dict]:
+    """The validation rows of a CSV log: step, minutes, PSNR of the output and of the noisy input."""
+    points = []
+    with metrics_csv.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row.get("val/psnr") and row.get("time/minutes"):
+                points.append(
+                    {
+                        "step": int(row["step"]),
+                        "minutes": float(row["time/minutes"]),
+                        "psnr": float(row["val/psnr"]),
+                        "input_psnr": float(row["val/input_psnr"]),
+                    }
+                )
+    if not points:
+        raise SystemExit(f"{metrics_csv}: no rows with both val/psnr and time/minutes")
+    return points
+
+
+def holdout_score(run_dir: Path, model: torch.nn.Module, workers: int) -> dict:
+    """A model's mean PSNR/SSIM on the run's first validation set, rebuilt from the run's config
+    (the same images, the same seeded noise), scored through the evaluation's own path in fp32."""
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.setup("validate")
+    spec, dataset = datamodule.val_specs[0], datamodule.val_datasets[0]
+    sigma = float(cfg.degradation.sigma)
+    evalset = EvalSet(spec.label, spec.name, spec.split, Path(spec.root), sigma)
+    with progress_bars() as progress:
+        row, _ = score_set(
+            model.eval(),
+            evalset,
+            dataset,
+            device=torch.device("cpu"),
+            restore_options=restore_options_of({}),
+            num_workers=workers,
+            progress=progress,
+        )
+    return {"set": spec.label, "sigma": sigma, "images": row.images, "psnr": row.psnr, "ssim": row.ssim}
+
+
+def cached_score(path: Path, compute) -> dict:
+    """The score kept in ``path``, computed (and kept) when the file is absent."""
+    if path.is_file():
+        return json.loads(path.read_text())
+    result = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def plot(points: list[dict], bm3d: dict | None, final: dict | None, title: str, out: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    minutes = [p["minutes"] for p in points]
+    ax.plot(minutes, [p["psnr"] for p in points], marker="o", label="MAXIM (this run), hold-out PSNR")
+    if final is not None:
+        ax.plot(
+            [minutes[-1]],
+            [final["psnr"]],
+            marker="*",
+            markersize=14,
+            linestyle="none",
+            color="tab:green",
+            label=f"{final['label']}, fp32: {final['psnr']:.2f} dB",
+        )
+    if bm3d is not None:
+        ax.axhline(bm3d["psnr"], color="tab:red", linestyle="--", label=f"CBM3D, same images: {bm3d['psnr']:.2f} dB")
+    ax.axhline(
+        points[0]["input_psnr"], color="gray", linestyle=":", label=f"noisy input: {points[0]['input_psnr']:.2f} dB"
+    )
+    ax.set_xlabel("wall-clock minutes since the start of training")
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path, help="a train.py run directory (holds .hydra/ and csv/)")
+    parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
+    parser.add_argument("--bm3d", action="store_true", help="draw BM3D's score on the same hold-out images")
+    parser.add_argument("--workers", type=int, default=2, help="processes restoring with BM3D")
+    parser.add_argument("--ckpt", type=Path, help="also score this checkpoint on the hold-out in fp32 (a star)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for --ckpt")
+    parser.add_argument("--title", default="Hold-out PSNR while training")
+    args = parser.parse_args(argv)
+    logs = sorted((args.run_dir / "csv").glob("version_*/metrics.csv"))
+    if not logs:
+        raise SystemExit(f"{args.run_dir}: no csv/version_*/metrics.csv (train with logger=csv)")
+    points = read_curve(logs[-1])
+    bm3d = final = None
+    if args.bm3d:
+        torch.set_num_threads(1)  # one image per worker process, one core each
+        bm3d = cached_score(
+            args.out.with_name("bm3d_holdout.json"), lambda: holdout_score(args.run_dir, BM3D(), args.workers)
+        )
+    if args.ckpt is not None:
+        torch.set_num_threads(args.threads)
+        final = cached_score(
+            args.out.with_name("ckpt_holdout.json"),
+            lambda: {**holdout_score(args.run_dir, load_model(ckpt=args.ckpt), 0), "label": args.ckpt.name},
+        )
+    plot(points, bm3d, final, args.title, args.out)
+    last = points[-1]
+    print(f"{len(points)} validations; last: step {last['step']}, {last['minutes']:.1f} min, {last['psnr']:.2f} dB")
+    for name, result in (("BM3D", bm3d), (args.ckpt, final)):
+        if result is not None:
+            print(f"{name} on the same {result['images']} hold-out images: {result['psnr']:.2f} dB")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
