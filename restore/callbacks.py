@@ -14,6 +14,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 
 
@@ -85,6 +86,21 @@ class WallClock(pl.Callback):
         if self._start is not None and not trainer.sanity_checking:
             minutes = (time.perf_counter() - self._start) / 60
             pl_module.log("time/minutes", minutes, rank_zero_only=True)
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that also writes ``last.ckpt`` when training ends between two of its saves.
+
+    Lightning writes ``last.ckpt`` at the end of training only when none was written before, so
+    a run stopped by ``trainer.max_time``, or whose ``max_steps`` is not a multiple of
+    ``every_n_train_steps``, would keep the weights of its previous save as ``last.ckpt``.
+    """
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.save_last and trainer.global_step != self._last_global_step_saved:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            self._last_global_step_saved = trainer.global_step
+        super().on_train_end(trainer, pl_module)
 
 
 def batch_size(batch: dict) -> int:

@@ -44,10 +44,12 @@ def test_the_cbsd432_preset_logs_minutes_at_each_validation_and_its_curve_shows_
         f"data_root={tmp_path / 'data'}",
         "model.features=8",
         "module.compile=false",  # compiling takes minutes on two cores; the preset's speed-up is measured elsewhere
-        "trainer.max_steps=4",
+        "trainer.max_steps=5",
         "trainer.val_check_interval=2",
         "callbacks.last_checkpoint.every_n_train_steps=2",
     )
+    # training ended between two saves (step 5, saves every 2): last.ckpt still holds the final step
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")["global_step"] == 5
     minutes = [value for _, value in logged(run, "time/minutes")]
     assert len(minutes) == 2 and 0 < minutes[0] < minutes[1]
     assert [step for step, _ in logged(run, "val/CBSD432-val/psnr")] == [1, 3]
@@ -61,7 +63,7 @@ def test_the_cbsd432_preset_logs_minutes_at_each_validation_and_its_curve_shows_
     holdout_set = build_dataset("CBSD432", tmp_path / "data" / "CBSD432", "val", degradation=noise, seed=42)
     item = holdout_set[0]  # the run's seed: the very noise its validation saw
     expected = score(BM3D(sigma=25)(item["input"][None]), item["target"][None], holdout_set.benchmark.protocol)["psnr"]
-    assert holdout["psnr"] == pytest.approx(float(expected[0]), abs=1e-9)
+    assert holdout["psnr"] == pytest.approx(float(expected[0]), abs=0.01)
 
 
 def recorded_per_image(dataset: str) -> dict[str, float]:
