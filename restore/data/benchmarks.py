@@ -436,40 +436,27 @@ def _rain_test(name: str, count: int) -> Benchmark:
     )
 
 
-def _clean_set(name: str, count: int, download: str, *, gray: bool = False) -> Benchmark:
-    return Benchmark(
-        name=name,
-        task="denoise",
-        kind="clean",
-        official_splits=("test",),
-        protocol=_GRAY if gray else _RGB,
-        layout="<name>.(png|tif|bmp|jpg)   the clean images, directly in the folder",
-        download=download,
-        rule=_clean_folder,
-        counts={"test": count},
-        gray=gray,
-    )
+def _clean_set(name: str, count: int, download: str, *, gray: bool = False, training: bool = False) -> Benchmark:
+    """Clean images directly in the folder; a degradation makes the noisy inputs.
 
-
-def _clean_training_set(name: str, count: int, download: str, *, gray: bool = False) -> Benchmark:
-    """A set of clean training images (the Gaussian-denoising literature's); noise is added on the fly.
-
-    It has no validation split of its own: ``val`` holds out 3% of the images (every
-    image is its own group), evenly spaced in name order, so checkpoints are selected
-    on training-set images and never on a test set.
+    A test set's images are its ``test`` split. A training set (the Gaussian-denoising
+    literature's CBSD432, Train400) has no validation split of its own: ``val`` holds out 3%
+    of its images (every image is its own group), evenly spaced in name order, so checkpoints
+    are selected on training-set images and never on a test set.
     """
+    split = "train" if training else "test"
     return Benchmark(
         name=name,
         task="denoise",
         kind="clean",
-        official_splits=("train",),
+        official_splits=(split,),
         protocol=_GRAY if gray else _RGB,
         layout="<name>.(png|tif|bmp|jpg)   the clean images, directly in the folder",
         download=download,
         rule=_clean_folder,
-        test_splits=(),
-        holdout=Holdout(fraction=0.03),
-        counts={"train": count},
+        test_splits=() if training else ("test",),
+        holdout=Holdout(fraction=0.03) if training else None,
+        counts={split: count},
         gray=gray,
     )
 
@@ -642,8 +629,8 @@ BENCHMARKS: dict[str, Benchmark] = {
         _clean_set("Urban100", 100, "Urban100 HR images (jbhuang0604/SelfExSR), or KAIR's testsets"),
         _clean_set("Set12", 12, _FFDNET, gray=True),
         _clean_set("BSD68", 68, _FFDNET, gray=True),
-        _clean_training_set("CBSD432", 432, "Magauiya/Extended_SURE Dataset/CBSD432 (the BSDS500 images minus CBSD68)"),
-        _clean_training_set("Train400", 400, "cszn/DnCNN TrainingCodes/.../data/Train400", gray=True),
+        _clean_set("CBSD432", 432, "Magauiya/Extended_SURE Dataset/CBSD432 (BSDS500 minus CBSD68)", training=True),
+        _clean_set("Train400", 400, "cszn/DnCNN TrainingCodes/.../data/Train400", gray=True, training=True),
         Benchmark(
             name="folder",
             task="denoise",  # any task: the pairs say what is restored
