@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from rich.console import Console
 from torch import nn
 
+from restore.errors import ConfigError
 from restore.models.loading import load_model
-
-
-class ConfigError(ValueError):
-    """A command-line value that cannot work; the message names the key and the fix."""
-
-
-@contextlib.contextmanager
-def exit_on_user_error() -> Iterator[None]:
-    """Print bad input (a missing or broken file, a wrong value) as one line and exit with status 2.
-
-    Every error raised for bad input is a ValueError naming the file or key (ConfigError,
-    DatasetError, ImageReadError, CheckpointError) or a FileExistsError (nothing is overwritten).
-    """
-    try:
-        yield
-    except (ValueError, FileExistsError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
 
 
 def wide_console() -> Console:

@@ -39,10 +39,11 @@ from rich.progress import (
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from restore.cli import ConfigError, model_from_config, restore_options_of, wide_console
+from restore.cli import model_from_config, restore_options_of, wide_console
 from restore.data.benchmarks import get_benchmark
 from restore.data.io import write_image
 from restore.data.paired import RestorationDataset, build_dataset
+from restore.errors import ConfigError
 from restore.inference import pick_device, restore_image
 from restore.metrics import Protocol, score
 from restore.report import (

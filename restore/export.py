@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -38,8 +37,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from restore import CONF_DIR
+from restore.errors import exit_on_user_error
 from restore.inference import forward_padded, size_multiple
-from restore.models.convert import CheckpointError
 from restore.models.loading import load_model
 
 FORMATS = {".onnx": "onnx", ".pt": "torchscript"}
@@ -226,7 +225,7 @@ def _register_resize_symbolics(opset: int) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="export")
 def main(cfg: DictConfig) -> None:
-    try:
+    with exit_on_user_error():
         refuse_existing(Path(cfg.out))  # before building the model
         model = load_model(ckpt=cfg.ckpt, weights=cfg.weights, model_cfg=cfg.get("model"))
         report = export(
@@ -237,9 +236,6 @@ def main(cfg: DictConfig) -> None:
             tolerance=cfg.tolerance,
             opset=cfg.opset,
         )
-    except (CheckpointError, FileExistsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
     checked = ", ".join(f"{h}x{w}: {d:.2g}" for (h, w), d in report["max_difference"].items())
     print(f"wrote {report['out']} ({report['format']}); largest difference from PyTorch, relative: {checked}")
 

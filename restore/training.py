@@ -12,16 +12,28 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from restore.callbacks import AtomicCheckpointIO
-from restore.data.layout import DatasetError
+from restore.config_types import check_config_types
+from restore.errors import ConfigError, UserError, exit_on_user_error, one_line
+from restore.models.convert import CheckpointError
+from restore.models.loading import read_checkpoint
 from restore.module import RestorationModule
 
 
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key and the fix."""
+def check_value_types(cfg: DictConfig) -> None:
+    """Every group's values against what they are passed to, before anything is built."""
+    check_config_types(cfg.model, "model")
+    check_config_types(cfg.module, "module", RestorationModule)
+    for key in ("data", "trainer", "logger"):
+        if isinstance(cfg.get(key), DictConfig):
+            check_config_types(cfg[key], key)
+    for name, callback in (cfg.get("callbacks") or {}).items():
+        if isinstance(callback, DictConfig):
+            check_config_types(callback, f"callbacks.{name}")
 
 
 def check_config(cfg: DictConfig, size_multiple: tuple[int, int]) -> None:
@@ -30,6 +42,13 @@ def check_config(cfg: DictConfig, size_multiple: tuple[int, int]) -> None:
         raise ConfigError(f"module.lr must be a positive number, got {cfg.module.lr}")
     if cfg.module.min_lr < 0 or cfg.module.min_lr > cfg.module.lr:
         raise ConfigError(f"module.min_lr must be in [0, module.lr={cfg.module.lr}], got {cfg.module.min_lr}")
+    for key, minimum in (("module.warmup_steps", 0), ("module.weight_decay", 0), ("module.total_steps", 1)):
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value < minimum:
+            raise ConfigError(f"{key}={value}: must be >= {minimum}")
+    max_steps = OmegaConf.select(cfg, "trainer.max_steps")
+    if max_steps is not None and max_steps != -1 and max_steps < 1:
+        raise ConfigError(f"trainer.max_steps={max_steps}: give a number of steps >= 1 (or -1 for no limit)")
     patch = OmegaConf.select(cfg, "data.patch_size")
     if patch is not None:
         mh, mw = size_multiple
@@ -56,12 +75,31 @@ def resolve_ckpt_path(ckpt_path: str | None, task_name: str, outputs: Path = Pat
     return path
 
 
-def resume_wandb_run(cfg: DictConfig, ckpt: Path | None) -> None:
+def check_resumable(path: Path, module: RestorationModule) -> dict:
+    """The checkpoint to resume from, read and checked against the module; a CheckpointError names the file."""
+    checkpoint = read_checkpoint(path)
+    if "optimizer_states" not in checkpoint or "loops" not in checkpoint:
+        raise CheckpointError(
+            f"ckpt_path={path}: holds weights only (no optimizer or loop state), so training cannot resume "
+            "from it; give a last.ckpt written by train.py"
+        )
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
+    if found != expected:
+        differing = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
+        raise CheckpointError(
+            f"ckpt_path={path}: its weights do not fit this run's model ({len(differing)} differ, e.g. "
+            f"{differing[0]}); resume with the model settings the checkpoint was trained with"
+        )
+    return checkpoint
+
+
+def resume_wandb_run(cfg: DictConfig, checkpoint: dict | None) -> None:
     """Point the wandb logger at the run a resumed checkpoint was logging to."""
     logger_cfg = cfg.get("logger")
-    if ckpt is None or not logger_cfg or "WandbLogger" not in str(logger_cfg.get("_target_", "")):
+    if checkpoint is None or not logger_cfg or "WandbLogger" not in str(logger_cfg.get("_target_", "")):
         return
-    run_id = torch.load(ckpt, map_location="cpu", weights_only=True).get("wandb_run_id")
+    run_id = checkpoint.get("wandb_run_id")
     if run_id and not logger_cfg.get("id"):
         with open_dict(cfg):
             cfg.logger.id = run_id
@@ -88,22 +126,28 @@ def train(cfg: DictConfig) -> float | None:
     """Fit, print where everything went; returns the best validation PSNR (for sweepers)."""
     pl.seed_everything(cfg.seed, workers=True)
     ckpt = resolve_ckpt_path(cfg.ckpt_path, cfg.task_name)
+    check_value_types(cfg)
     module = _build("model", lambda: RestorationModule(model=cfg.model, **cfg.module))
     check_config(cfg, getattr(module.model, "size_multiple", (1, 1)))
     datamodule = _build("data", lambda: instantiate(cfg.data))
     datamodule.setup("fit")  # a missing or broken dataset stops the run here, before any logger starts
-    resume_wandb_run(cfg, ckpt)
+    resume_wandb_run(cfg, None if ckpt is None else check_resumable(ckpt, module))
     pin_multirun_job_for_ddp()
 
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
-    logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
+    callbacks = [_build(f"callbacks.{name}", lambda c=c: instantiate(c)) for name, c in cfg.callbacks.items() if c]
+    logger = _build("logger", lambda: instantiate(cfg.logger)) if cfg.get("logger") else False
+    trainer: pl.Trainer = _build(
+        "trainer", lambda: instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
+    )
     if trainer.is_global_zero and logger:
         for lg in trainer.loggers:
             lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     environment = dict(os.environ)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+    except UserError as err:  # a file that broke mid-run: say how to go on once it is fixed
+        raise UserError(f"{one_line(err)}; {how_to_resume(Path(cfg.paths.checkpoint_dir))}") from err
     # Lightning's DDP launcher leaves its process group and its variables (LOCAL_RANK,
     # MASTER_PORT, ...) behind; the next job of a --multirun sweep must start clean,
     # or it takes itself for a worker launched from outside and waits forever.
@@ -121,6 +165,13 @@ def train(cfg: DictConfig) -> float | None:
         if isinstance(lg, WandbLogger):
             lg.experiment.finish()
     return None if best is None or best.best_model_score is None else best.best_model_score.item()
+
+
+def how_to_resume(checkpoint_dir: Path) -> str:
+    last = checkpoint_dir / "last.ckpt"
+    if last.is_file():
+        return f"training stopped; its last checkpoint is {last}: fix the file, then resume with ckpt_path={last}"
+    return "training stopped before its first checkpoint; fix the file and start again"
 
 
 def report(trainer: pl.Trainer, checkpoint_dir: Path) -> None:
@@ -144,15 +195,12 @@ def _build(key: str, make):
     try:
         return make()
     except InstantiationException as err:
-        raise ConfigError(f"{key}: {err.__cause__ or err}") from err
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{key}: {err}") from err
+        raise ConfigError(f"{key}: {one_line(err.__cause__ or err)}") from err
+    except (TypeError, ValueError, MisconfigurationException) as err:
+        raise ConfigError(f"{key}: {one_line(err)}") from err
 
 
 def main(cfg: DictConfig) -> float | None:
-    """``train.py``'s body: configuration and dataset errors become a message on stderr and exit code 2."""
-    try:
+    """``train.py``'s body: bad input becomes one line on stderr and exit code 2."""
+    with exit_on_user_error():
         return train(cfg)
-    except (ConfigError, DatasetError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from restore.cli import ConfigError
 from restore.data import build_dataset
+from restore.errors import ConfigError
 from restore.evaluation import EvalSet, RestoredInWorkers, check_noise_levels
 from restore.metrics import score
 from restore.models.bm3d import BM3D

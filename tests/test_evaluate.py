@@ -16,9 +16,9 @@ import pytest
 import torch
 from rich.console import Console
 
-from restore.cli import ConfigError
 from restore.data import build_dataset, get_benchmark
 from restore.data.io import read_image
+from restore.errors import ConfigError
 from restore.evaluation import evaluate
 from restore.inference import restore_image
 from restore.metrics import score

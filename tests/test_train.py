@@ -22,8 +22,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from restore.errors import ConfigError
 from restore.module import RestorationModule, WarmupCosine
-from restore.training import ConfigError, resolve_ckpt_path
+from restore.training import resolve_ckpt_path
 from tests.helpers import ROOT
 
 TINY = ["data=demo", "model=maxim_1s", "model.features=8", "trainer=cpu"]

@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from restore.data.benchmarks import get_benchmark
+from restore.data.checks import check_headers
 from restore.data.paired import RestorationDataset, build_dataset
 from restore.data.sampling import RankStridedSampler, TrainStreamSampler
 from restore.metrics import Protocol
@@ -204,8 +205,11 @@ class RestorationDataModule(L.LightningDataModule):
                 cache_dir=self.cache_dir,
                 **self.options,
             )
+            check_headers(self.train_dataset.samples, f"data={self.name} ({self.train_split})", self.patch_size)
         if stage in ("fit", "validate", None) and not self.val_datasets:
             self.val_datasets = [spec.build(self.seed) for spec in self.val_specs]
+            for spec, dataset in zip(self.val_specs, self.val_datasets):
+                check_headers(dataset.samples, f"validation set {spec.label}")
         if stage in ("test", "predict", None) and not self.test_datasets:
             self.test_datasets = [spec.build(self.seed) for spec in self.test_specs]
 

@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 import torch
 
+from restore.errors import UserError
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm")
 
 # ANYDEPTH keeps 16 bits; COLOR expands gray to 3 channels, drops alpha and, unlike
@@ -25,7 +27,7 @@ _DECODE_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_COLOR
 _MAX_VALUE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 
-class ImageReadError(ValueError):
+class ImageReadError(UserError):
     """A file that should hold an image (or a ``.mat`` array) cannot be read."""
 
 
@@ -99,7 +101,11 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """``(height, width)`` as :func:`read_image` would return it, from the header only."""
+    """``(height, width)`` as :func:`read_image` would return it, from the header, without decoding.
+
+    A PNG or JPEG whose end is missing (an interrupted download or copy) is refused too: its header
+    is intact, so only its last bytes tell.
+    """
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
@@ -108,13 +114,41 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
             width, height = image.size
-            orientation = image.getexif().get(0x0112, 1)
+            orientation = _orientation(image)
+            image_format = image.format
     except FileNotFoundError:
         raise ImageReadError(f"{path} does not exist") from None
-    except (UnidentifiedImageError, OSError) as error:
-        raise ImageReadError(f"{path} cannot be read as an image: {error}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise ImageReadError(f"{path} cannot be read as an image: {error}; download or extract it again") from None
+    if image_format in _END_MARKERS and _END_MARKERS[image_format] not in _last_bytes(path, 64):
+        raise ImageReadError(
+            f"{path} is truncated (its {image_format} end marker is missing); download or extract it again"
+        )
     # EXIF orientations 5-8 are quarter turns: the decoded image is transposed.
     return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
+
+
+def _orientation(image) -> int:
+    # A PNG's getexif() decodes the whole image to look for an eXIf chunk after the pixels; the
+    # chunks before them (where writers put eXIf) are already parsed into info by Image.open.
+    exif = image.getexif() if image.format != "PNG" else image.info.get("exif")
+    if isinstance(exif, bytes):
+        from PIL import Image
+
+        parsed = Image.Exif()
+        parsed.load(exif)
+        exif = parsed
+    return exif.get(0x0112, 1) if exif is not None else 1
+
+
+# The chunk or marker a complete file ends with (a few writers pad after it, hence a search).
+_END_MARKERS = {"PNG": b"IEND", "JPEG": b"\xff\xd9"}
+
+
+def _last_bytes(path: Path, count: int) -> bytes:
+    with open(path, "rb") as file:
+        file.seek(max(0, path.stat().st_size - count))
+        return file.read()
 
 
 def write_image(path: str | os.PathLike, image, bits: int = 8, *, overwrite: bool = False) -> Path:

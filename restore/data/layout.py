@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from restore.data.io import decode_image, is_image_file, read_mat_variable
+from restore.errors import UserError
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """A dataset root that does not hold what its layout promises."""
 
 

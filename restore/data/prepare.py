@@ -30,8 +30,10 @@ from rich.progress import track
 from rich.table import Table
 
 from restore.data.benchmarks import SIDD_CROPS, Benchmark, get_benchmark
-from restore.data.io import ImageReadError, decode_image, image_size, to_float, write_image
-from restore.data.layout import DatasetError, FileSource, Sample, Source, list_images
+from restore.data.checks import sample_problem
+from restore.data.io import ImageReadError, decode_image, to_float, write_image
+from restore.data.layout import DatasetError, list_images
+from restore.errors import exit_on_user_error
 
 SIDD_CROP_SIZE, SIDD_CROP_STRIDE = 512, 384
 
@@ -58,30 +60,10 @@ def check_split(benchmark: Benchmark, root: Path, split: str, *, decode: bool = 
         report.problems.append(f"{report.pairs} samples, the official release has {report.expected}")
     verb = "reading" if decode else "checking sizes"
     for sample in track(samples, description=f"{benchmark.name} {split}: {verb}", transient=True):
-        problem = _check_sample(sample, decode)
+        problem = sample_problem(sample, decode=decode)
         if problem:
             report.problems.append(problem)
     return report
-
-
-def _size(source: Source, decode: bool) -> tuple[int, int] | None:
-    """(height, width) of a source: decoded, or from a file's header; None when unknown without decoding."""
-    if decode:
-        return source.read().shape[:2]
-    return image_size(source.path) if isinstance(source, FileSource) else None
-
-
-def _check_sample(sample: Sample, decode: bool) -> str | None:
-    try:
-        sizes = [_size(source, decode) for source in (sample.input, sample.target) if source is not None]
-    except (ImageReadError, DatasetError) as error:
-        return str(error)
-    if len(sizes) < 2 or None in sizes or sizes[0] == sizes[1]:
-        return None
-    (h, w), (th, tw) = sizes
-    if sample.crop_target and th >= h and tw >= w:
-        return None  # the documented SOTS-indoor border, cropped when read
-    return f"{sample.input} is {w}x{h} but its target {sample.target} is {tw}x{th}"
 
 
 def crop_positions(size: int, crop: int, stride: int) -> list[int]:
@@ -198,11 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blur-kind", choices=("blur", "blur_gamma"), help="GoPro: which blurred frames")
     args = parser.parse_args(argv)
     options = {"blur_kind": args.blur_kind} if args.blur_kind else {}
-    try:
+    with exit_on_user_error():
         return 0 if prepare(args.dataset, args.root, decode=not args.quick, **options) else 1
-    except (ValueError, DatasetError) as error:
-        Console(stderr=True).print(f"[red]error:[/red] {error}", highlight=False)
-        return 2
 
 
 if __name__ == "__main__":

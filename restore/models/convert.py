@@ -30,12 +30,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from restore.errors import UserError, exit_on_user_error
 from restore.models.maxim import MAXIM
 
 PREFIX = "opt/target/"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """An official checkpoint that cannot be read or does not fit the model."""
 
 
@@ -310,11 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.config:
         config = json.loads(args.config.read_text())
         config = config.get("config", config)
-    try:
+    with exit_on_user_error():
         model = load_official(args.input, **config)
-    except CheckpointError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     args.output.parent.mkdir(parents=True, exist_ok=True)
     partial = args.output.with_name(args.output.name + ".partial")
     torch.save(model.state_dict(), partial)

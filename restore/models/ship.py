@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from restore.errors import exit_on_user_error
 from restore.models.loading import MODEL_PREFIX, load_model, read_checkpoint
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -55,11 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("output", type=Path, help="where to write the inference checkpoint; never overwritten")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float16", help="storage type of the weights")
     args = parser.parse_args(argv)
-    try:
+    with exit_on_user_error():
         ship(args.checkpoint, args.output, DTYPES[args.dtype])
-    except (ValueError, FileExistsError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     size = args.output.stat().st_size / 2**20
     print(f"wrote {args.output} ({size:.1f} MiB, {args.dtype} weights)")
     return 0

@@ -97,7 +97,9 @@ def test_prophoto_green_primary_lands_outside_srgb_and_is_clipped():
 
 def test_cli_exit_codes_and_missing_root_message(tmp_path, capsys):
     assert main(["CBSD68", "--root", str(layouts.clean_set(tmp_path / "CBSD68")), "--quick"]) == 1  # 3 of 68 images
-    assert main(["Kodak24", "--root", str(tmp_path / "nowhere")]) == 2
+    with pytest.raises(SystemExit) as stopped:
+        main(["Kodak24", "--root", str(tmp_path / "nowhere")])
+    assert stopped.value.code == 2
     assert "Kodak24 not found" in capsys.readouterr().err
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from restore.models import MAXIM
@@ -42,11 +43,15 @@ def test_an_existing_output_is_never_overwritten_and_bad_checkpoints_are_one_lin
     source = training_checkpoint(tmp_path / "last.ckpt", MAXIM(**TINY_MAXIM))
     taken = tmp_path / "taken.ckpt"
     taken.write_bytes(b"mine")
-    assert main([str(source), str(taken)]) == 2
+    with pytest.raises(SystemExit) as stopped:
+        main([str(source), str(taken)])
+    assert stopped.value.code == 2
     assert taken.read_bytes() == b"mine" and "exists" in capsys.readouterr().err
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"\x00not a checkpoint" * 10)
-    assert main([str(garbage), str(tmp_path / "out.ckpt")]) == 2
+    with pytest.raises(SystemExit) as stopped:
+        main([str(garbage), str(tmp_path / "out.ckpt")])
+    assert stopped.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(garbage) in err and not (tmp_path / "out.ckpt").exists()
     assert main([str(source), str(tmp_path / "fp32.ckpt"), "--dtype", "float32"]) == 0
