@@ -7,11 +7,12 @@ one row per dataset. The logic lives in restore/evaluation.py; docs/evaluation.m
 import hydra
 from omegaconf import DictConfig
 
-from restore.cli import exit_on_user_error
+from restore import CONF_DIR
+from restore.errors import exit_on_user_error
 from restore.evaluation import evaluate
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     with exit_on_user_error():
         evaluate(cfg)

@@ -3,8 +3,10 @@
 import hydra
 from omegaconf import DictConfig
 
+from restore import CONF_DIR
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from restore.training import main as train  # heavy imports only once the config is valid
 

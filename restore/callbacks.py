@@ -1,4 +1,5 @@
-"""Lightning extensions: validation image panels and tables for wandb, atomic checkpoint files.
+"""Lightning extensions: validation image panels and tables for wandb, atomic checkpoint files,
+a progress bar and a model summary for training that counts steps, FLOPs for the throughput logs.
 
 EMA comes from Lightning's own ``EMAWeightAveraging`` (validation runs on the
 averaged weights and checkpoints store them as ``state_dict``); see
@@ -14,8 +15,10 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, RichModelSummary, RichProgressBar
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.model_summary import get_formatted_model_size, get_human_readable_count
+from torch.utils.flop_counter import FlopCounterMode
 
 
 def error_map(restored: torch.Tensor, target: torch.Tensor, gain: float = 4.0) -> torch.Tensor:
@@ -106,6 +109,108 @@ class LastCheckpoint(ModelCheckpoint):
 def batch_size(batch: dict) -> int:
     """Images in a training batch (for Lightning's ThroughputMonitor)."""
     return batch["input"].shape[0]
+
+
+class FlopsPerBatch(pl.Callback):
+    """Counts the FLOPs of the first training batch as it runs (forward, loss and backward, on one
+    device) with PyTorch's FlopCounterMode, and gives them to the module as ``flops_per_batch``,
+    which Lightning's ThroughputMonitor turns into FLOP/s (and MFU on the GPUs it knows). It must
+    come before the ThroughputMonitor among the callbacks: that one reads the figure at the end of
+    the same batch."""
+
+    def __init__(self):
+        self._counter: FlopCounterMode | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if not hasattr(pl_module, "flops_per_batch"):
+            self._counter = FlopCounterMode(display=False)
+            self._counter.__enter__()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._counter is not None:
+            pl_module.flops_per_batch = self._stop().get_total_flops()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        if self._counter is not None:
+            self._stop()
+
+    def _stop(self) -> FlopCounterMode:
+        counter, self._counter = self._counter, None
+        counter.__exit__(None, None, None)
+        return counter
+
+
+class StepProgressBar(RichProgressBar):
+    """Lightning's rich progress bar as one bar for the whole run when training counts steps
+    (``max_epochs=-1`` with ``max_steps``, as every training config here): ``Step`` and the
+    optimizer steps so far out of ``max_steps``. Lightning's own bar restarts with every epoch,
+    here just one pass over the training images, and reads ``Epoch 9/-2``."""
+
+    def _counts_steps(self) -> bool:
+        trainer = self.trainer
+        return trainer.max_epochs == -1 and trainer.max_steps is not None and trainer.max_steps > 0
+
+    @property
+    def total_train_batches(self) -> int | float:
+        return self.trainer.max_steps if self._counts_steps() else super().total_train_batches
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        if not self._counts_steps():
+            return super()._get_train_description(current_epoch)
+        return f"{'Step':{len(self.validation_description)}}"  # as wide as "Validation": no flicker
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if not self._counts_steps() or self.train_progress_bar_id is None:
+            super().on_train_epoch_start(trainer, pl_module)  # Lightning would reset the bar to 0 here
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # Lightning moves the bar to batch_idx + 1, the batches of this epoch
+        position = trainer.global_step - 1 if self._counts_steps() else batch_idx
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, position)
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)  # the logger's version; the run's folder, printed at the end, names it
+        return metrics
+
+
+class ModelSummary(RichModelSummary):
+    """Lightning's rich model summary without its FLOPs columns, which read 0: Lightning counts them
+    only by running the module's ``example_input_array`` through the model before training, a
+    full-size forward pass on every rank. FlopsPerBatch counts a real training batch instead."""
+
+    @staticmethod
+    def summarize(
+        summary_data: list[tuple[str, list[str]]],
+        total_parameters: int,
+        trainable_parameters: int,
+        model_size: float,
+        total_training_modes: dict[str, int],
+        total_flops: int,
+        **summarize_kwargs,
+    ) -> None:
+        from rich import get_console
+        from rich.table import Table
+
+        columns = [(name, values) for name, values in summary_data if name != "FLOPs"]
+        table = Table(header_style=summarize_kwargs.get("header_style", "bold magenta"))
+        for name, _ in columns:
+            table.add_column(name, justify="left" if name in ("Name", "Type") else "right", no_wrap=name == "Name")
+        for row in zip(*(values for _, values in columns)):
+            table.add_row(*row)
+        totals = Table.grid(expand=True)
+        for label, value in (
+            ("Trainable params", get_human_readable_count(trainable_parameters)),
+            ("Non-trainable params", get_human_readable_count(total_parameters - trainable_parameters)),
+            ("Total params", get_human_readable_count(total_parameters)),
+            ("Total estimated model params size (MB)", get_formatted_model_size(model_size)),
+            ("Modules in train mode", total_training_modes["train"]),
+            ("Modules in eval mode", total_training_modes["eval"]),
+        ):
+            totals.add_row(f"[bold]{label}[/]: {value}")
+        console = get_console()
+        console.print(table)
+        console.print(totals)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -19,10 +19,17 @@ as RGBA). EXIF orientation is applied, so outputs are upright. Nothing is ever o
 the output folder may not be the input's folder (nor inside it with ``recursive=true``, where
 outputs would be read back as inputs), and existing outputs are refused up front
 (``skip_existing=true`` leaves those inputs out instead).
+
+A video ``<name>.<ext>`` (``restore.video.VIDEO_EXTENSIONS``; a folder may mix images and
+videos) becomes ``<output>/<name>.<ext>``, restored frame by frame at its size and frame
+timestamps, its audio copied, encoded with the input's codec unless ``codec=`` says otherwise.
+A video interrupted part way keeps its finished segments; ``skip_existing=true`` continues it
+from the first frame after them (or says why it cannot).
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,16 +38,26 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from torch import nn
 
 from restore import CONF_DIR
-from restore.cli import ConfigError, exit_on_user_error, model_from_config, restore_options_of, wide_console
+from restore.cli import model_from_config, restore_options_of, wide_console
 from restore.data.io import IMAGE_EXTENSIONS, ImageReadError, decode_image, is_image_file, to_float, write_image
 from restore.data.layout import list_images
+from restore.errors import ConfigError, exit_on_user_error
 from restore.inference import pick_device, restore_image
 from restore.models.convert import CheckpointError
 from restore.models.loading import load_model
+from restore.video import VIDEO_EXTENSIONS, is_video_file, list_videos, parts_folder, restore_video
 
 EXIF_ORIENTATION = 0x0112
 
@@ -98,6 +115,12 @@ def _upright(plane: np.ndarray, path: Path) -> np.ndarray:
     }.get(orientation, lambda a: a)(plane)
 
 
+def restore_photo(model: nn.Module, photo: Photo, options: dict, device: torch.device) -> np.ndarray:
+    """The restored photo as written: float in [0, 1], (H, W, 1), (H, W, 3) or (H, W, 4) as the input."""
+    x = torch.from_numpy(to_float(photo.rgb).transpose(2, 0, 1)).unsqueeze(0).to(device)  # (1, 3, H, W)
+    return output_image(restore_image(model, x, **options)[0], photo)
+
+
 def output_image(restored: torch.Tensor, photo: Photo) -> np.ndarray:
     """The restored (3, H, W) image in the input's layout: (H, W, 1) gray, (H, W, 3) or (H, W, 4)."""
     rgb = restored.clamp(0, 1).permute(1, 2, 0).cpu().numpy()  # (H, W, 3)
@@ -132,14 +155,24 @@ def plan_files(
             "back as inputs; choose an output folder outside the input folder"
         )
     if source.is_dir():
-        inputs = list_images(source, "images to restore", recursive=recursive)
-    elif is_image_file(source):
+        inputs = list_images(source, "images to restore", recursive=recursive, allow_empty=True)
+        inputs = sorted(inputs + list_videos(source, recursive=recursive))
+        if not inputs:
+            raise ConfigError(
+                f"input={source} holds no image files and no videos; readable extensions: "
+                f"{', '.join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)}"
+            )
+    elif is_image_file(source) or is_video_file(source):
         inputs = [source]
     else:
-        raise ConfigError(f"input={source} is not an image file; readable extensions: {', '.join(IMAGE_EXTENSIONS)}")
+        raise ConfigError(
+            f"input={source} is not an image file (nor a video); readable extensions: "
+            f"{', '.join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)}"
+        )
     pairs, claimed = [], {}
     for path in inputs:
-        target = output / path.relative_to(folder).with_suffix(".png")
+        relative = path.relative_to(folder)
+        target = output / (relative if is_video_file(path) else relative.with_suffix(".png"))
         if target in claimed:
             raise ConfigError(f"{claimed[target]} and {path} would both be written to {target}; rename one of them")
         claimed[target] = path
@@ -150,6 +183,12 @@ def plan_files(
         raise FileExistsError(
             f"{len(existing)} output(s) exist already ({shown}); outputs are never overwritten: choose another "
             "output= folder, or skip_existing=true to restore only the others"
+        )
+    unfinished = [parts_folder(target) for path, target in pairs if parts_folder(target).exists()]
+    if unfinished and not skip_existing:
+        raise FileExistsError(
+            f"{unfinished[0]} holds an interrupted run; skip_existing=true continues it from where it stopped, "
+            "or delete the folder to start over"
         )
     return [(path, target) for path, target in pairs if not target.exists()]
 
@@ -193,29 +232,81 @@ def model_for_prediction(cfg: DictConfig) -> tuple[nn.Module, str]:
 # The command
 
 
+def model_fingerprint(model: nn.Module) -> str:
+    """A hash of the model's class and weights: what a resumed video must be restored with again."""
+    digest = hashlib.sha256(type(model).__qualname__.encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def load_predictor(cfg: DictConfig) -> tuple[nn.Module, str, torch.device]:
+    """The model of the config on its device, in eval mode, and its description."""
+    model, description = model_for_prediction(cfg)
+    device = pick_device(cfg.device)
+    return model.to(device).eval(), description, device
+
+
+def _restore_video_file(cfg, model, options, device, source: Path, target: Path, progress: Progress, frames: TaskID):
+    def restore_frame(rgb: np.ndarray) -> np.ndarray:
+        return restore_photo(model, Photo(rgb=rgb, alpha=None, gray=False), options, device)
+
+    def on_start(total: int, done: int) -> None:
+        progress.reset(frames, total=total or None, completed=done, description=f"{source.name} frames", visible=True)
+
+    codec_options = OmegaConf.to_container(cfg.codec_options) if cfg.codec_options is not None else None
+    restore_video(
+        source,
+        target,
+        restore_frame,
+        settings={"model": model_fingerprint(model), "options": options},
+        codec=cfg.codec,
+        codec_options=codec_options,
+        segment_frames=int(cfg.segment_frames),
+        resume=bool(cfg.skip_existing),
+        on_start=on_start,
+        on_frame=lambda: progress.advance(frames),
+    )
+    progress.update(frames, visible=False)
+    return target
+
+
 def predict(cfg: DictConfig, console: Console | None = None) -> list[Path]:
     """Restore ``cfg.input`` into ``cfg.output``; returns the files written."""
     console = console or wide_console()
     options = restore_options_of(cfg)
     if cfg.bits not in (None, 8, 16):
         raise ConfigError(f"bits={cfg.bits}: give 8, 16 or null (the input's own depth)")
+    if isinstance(cfg.segment_frames, bool) or not isinstance(cfg.segment_frames, int) or cfg.segment_frames < 1:
+        raise ConfigError(f"segment_frames={cfg.segment_frames}: give a number of frames >= 1")
     pairs = plan_files(
         Path(cfg.input), Path(cfg.output), recursive=bool(cfg.recursive), skip_existing=bool(cfg.skip_existing)
     )
-    model, description = model_for_prediction(cfg)
-    device = pick_device(cfg.device)
-    model = model.to(device).eval()
+    model, description, device = load_predictor(cfg)
     written = []
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console) as progress:
         bar = progress.add_task("restoring", total=len(pairs))
+        frames = progress.add_task("frames", visible=False)
         for source, target in pairs:
-            photo = read_photo(source)
-            x = torch.from_numpy(to_float(photo.rgb).transpose(2, 0, 1)).unsqueeze(0).to(device)  # (1, 3, H, W)
-            restored = restore_image(model, x, **options)[0]
-            written.append(write_image(target, output_image(restored, photo), bits=cfg.bits or photo.bits))
+            if is_video_file(source):
+                written.append(_restore_video_file(cfg, model, options, device, source, target, progress, frames))
+            else:
+                photo = read_photo(source)
+                restored = restore_photo(model, photo, options, device)
+                written.append(write_image(target, restored, bits=cfg.bits or photo.bits))
             progress.advance(bar)
-    console.print(f"restored {len(written)} image(s) into {cfg.output} with {description}")
+    videos = sum(is_video_file(path) for path in written)
+    counts = f"{len(written) - videos} image(s)" + (f" and {videos} video(s)" if videos else "")
+    console.print(f"restored {counts} into {cfg.output} with {description}")
     return written
 
 

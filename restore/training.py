@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -145,7 +146,11 @@ def train(cfg: DictConfig) -> float | None:
 
     environment = dict(os.environ)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+        with warnings.catch_warnings():
+            # Training counts steps (max_epochs=-1) and logs follow the global step across epochs, so
+            # Lightning's warning about an epoch shorter than log_every_n_steps does not apply.
+            warnings.filterwarnings("ignore", "The number of training batches .* is smaller than the logging interval")
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     except UserError as err:  # a file that broke mid-run: say how to go on once it is fixed
         raise UserError(f"{one_line(err)}; {how_to_resume(Path(cfg.paths.checkpoint_dir))}") from err
     # Lightning's DDP launcher leaves its process group and its variables (LOCAL_RANK,

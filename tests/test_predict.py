@@ -13,8 +13,8 @@ from hydra.errors import MissingConfigException
 from PIL import Image
 from rich.console import Console
 
-from restore.cli import ConfigError
 from restore.data.io import IMAGE_EXTENSIONS, decode_image
+from restore.errors import ConfigError
 from restore.models import MAXIM, CheckpointError
 from restore.models.convert import expected_official_shapes
 from restore.predict import predict

@@ -1,0 +1,108 @@
+"""python -m restore.app: started on a free loopback port, driven through gradio_client and a browser."""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import socket
+import subprocess
+
+import cv2
+import numpy as np
+import pytest
+from rich.console import Console
+
+pytest.importorskip("gradio", reason="the app extra is not installed: pip install -e '.[app]'")
+from gradio_client import Client, handle_file  # noqa: E402
+
+from restore.app import CLEAN, RESTORE, SHIPPED, serve  # noqa: E402
+from restore.data.layout import SkimageSource  # noqa: E402
+from restore.predict import predict  # noqa: E402
+from tests.helpers import compose_config  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app():
+    """The page with the shipped denoiser first in its list, and a client for it."""
+    if not SHIPPED.is_file():
+        pytest.skip(f"{SHIPPED} is missing: the app's tests restore with the shipped denoiser")
+    page = serve(compose_config("app", f"port={free_port()}", "device=cpu"), block=False)
+    url = f"http://127.0.0.1:{page.server_port}/"
+    yield url, Client(url, verbose=False)
+    page.close()
+
+
+def label(client: Client) -> str:
+    return client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/restore"]["parameters"][1][
+        "parameter_default"
+    ]
+
+
+def photo_16bit(path) -> np.ndarray:
+    """A 16-bit crop of a real photo, with values an 8-bit file could not hold."""
+    rgb = SkimageSource("chelsea").read()[40:88, 100:164].astype(np.uint16) * 257 + 91  # 48x64
+    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return rgb
+
+
+def test_the_page_restores_a_16_bit_png_exactly_as_predict_does(app, tmp_path):
+    url, client = app
+    assert label(client).startswith("the shipped denoiser")
+    source = tmp_path / "in" / "cat.png"
+    source.parent.mkdir()
+    photo_16bit(source)
+    upload = handle_file(str(source))
+    _, result, report = client.predict(upload, label(client), RESTORE, 0.5, False, api_name="/restore")
+    predict(
+        compose_config("predict", f"input={source}", f"output={tmp_path / 'out'}", f"ckpt={SHIPPED}", "device=cpu"),
+        console=Console(file=io.StringIO()),
+    )
+    from_app = cv2.imread(result, cv2.IMREAD_UNCHANGED)
+    from_predict = cv2.imread(str(tmp_path / "out" / "cat.png"), cv2.IMREAD_UNCHANGED)
+    assert from_app.dtype == np.uint16 and from_app.shape == (48, 64, 3)
+    np.testing.assert_array_equal(from_app, from_predict)
+    assert "64x48, 16-bit" in report and re.search(r"\*\*time\*\*: \d+\.\d+ s", report)
+
+
+def test_the_clean_photo_mode_scores_the_degraded_and_the_restored_photo(app, tmp_path):
+    _, client = app
+    source = tmp_path / "cat.png"
+    photo_16bit(source)
+    (before, after), _, report = client.predict(
+        handle_file(str(source)), label(client), CLEAN, 0.5, False, api_name="/restore"
+    )
+    assert "gaussian_noise sigma=25" in report  # strength 0.5 of the task's [0, 50]
+    degraded, restored = (float(v) for v in re.findall(r"\| (?:degraded|restored) \| ([\d.]+) \|", report))
+    assert restored > degraded + 5  # the shipped denoiser at the noise level it was trained for
+    assert cv2.imread(before).shape == cv2.imread(after).shape == (48, 64, 3)
+
+
+def test_a_bad_upload_gets_a_message_not_a_trace(app, tmp_path):
+    _, client = app
+    fake = tmp_path / "notes.png"
+    fake.write_text("these are notes, not pixels")
+    with pytest.raises(Exception, match="notes.png cannot be read as an image") as caught:
+        client.predict(handle_file(str(fake)), label(client), RESTORE, 0.5, False, api_name="/restore")
+    assert "Traceback" not in str(caught.value)
+
+
+def test_the_page_renders_in_a_headless_browser(app, tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("no chromium on PATH (apt-get install chromium): the page was not rendered in a browser")
+    url, _ = app
+    common = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000"]
+    dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=90).stdout
+    assert "restore: before and after" in dom and "sample photos" in dom
+    shot = tmp_path / "app.png"
+    subprocess.run([*common, f"--screenshot={shot}", "--window-size=1280,900", url], capture_output=True, timeout=90)
+    image = cv2.imread(str(shot))
+    assert image is not None and image.shape[:2] == (900, 1280)
+    assert image.std() > 10 and len(np.unique(image.reshape(-1, 3), axis=0)) > 50  # not a blank page
