@@ -15,17 +15,16 @@ import socket
 import statistics
 import sys
 import time
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from restore.memory import LiveTensorBytes as TensorMemory  # noqa: E402,F401 - the benchmarks' name for it
 
 RESULTS = ROOT / "benchmarks" / "results"
 MODELS = ("maxim_1s", "maxim_2s", "maxim_3s")
@@ -148,41 +147,3 @@ def summary(seconds: list[float]) -> dict:
     return {"seconds": seconds, "seconds_min": min(seconds), "seconds_median": statistics.median(seconds)}
 
 
-def storage_key(tensor: torch.Tensor) -> int:
-    return tensor.untyped_storage().data_ptr() if tensor.device.type != "meta" else 0
-
-
-class TensorMemory(TorchDispatchMode):
-    """The peak of the bytes held by tensors created while it is active.
-
-    Every op's outputs are seen at dispatch (autograd's backward ops and a
-    checkpoint's recomputation included); each storage counts once, from its
-    creation until it is freed. CPU has no allocator statistics like
-    ``torch.cuda.max_memory_allocated``, and the process's peak resident size
-    also holds the allocator's free lists, fragmentation and libraries: this is
-    the tensors' own share, comparable between allocators and machines.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.live: set[int] = set()
-        self.bytes = self.peak_bytes = 0
-
-    def _freed(self, key: int, nbytes: int) -> None:
-        self.live.discard(key)
-        self.bytes -= nbytes
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        # Views and in-place results share an argument's storage: nothing new.
-        given = {storage_key(t) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
-        for tensor in tree_leaves(out):
-            if isinstance(tensor, torch.Tensor) and tensor.device.type != "meta":
-                storage = tensor.untyped_storage()
-                key, nbytes = storage.data_ptr(), storage.nbytes()
-                if nbytes and key not in self.live and key not in given:
-                    self.live.add(key)
-                    self.bytes += nbytes
-                    self.peak_bytes = max(self.peak_bytes, self.bytes)
-                    weakref.finalize(storage, self._freed, key, nbytes)
-        return out

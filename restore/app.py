@@ -37,7 +37,7 @@ from restore.data.degrade import build_degradation
 from restore.data.io import ImageReadError, image_size, to_float, write_image
 from restore.data.layout import SkimageSource
 from restore.errors import UserError, exit_on_user_error, one_line
-from restore.inference import _tile_starts, auto_tile_size, pad_to_multiple, size_multiple
+from restore.inference import forward_count
 from restore.metrics import score
 from restore.predict import load_predictor, read_photo, restore_photo
 from restore.video import to_integers
@@ -114,23 +114,6 @@ def task_degradation(task: str, strength: float):
     return dataclasses.replace(degradation, **{field: value}), f"{degradation.name} {field}={value:.4g}"
 
 
-def forwards_needed(model: torch.nn.Module, x: torch.Tensor, options: dict) -> int:
-    """How many model forwards restore_image makes for ``x``: tiles times ensemble members."""
-    tile = options["tile"]
-    if tile == "auto":
-        tile = auto_tile_size(model, x)
-    members = 8 if options["ensemble"] else 1
-    if not tile:
-        return members
-    mh, mw = size_multiple(model)
-    h, w = pad_to_multiple(x, (mh, mw))[0].shape[-2:]
-    th, tw = min(max(mh, tile // mh * mh), h), min(max(mw, tile // mw * mw), w)
-    overlap = options["tile_overlap"]
-    # quarter turns swap the sides, which changes the count only for non-square images
-    per_view = len(_tile_starts(h, th, overlap, mh)) * len(_tile_starts(w, tw, overlap, mw))
-    return members * per_view
-
-
 def shown(image: np.ndarray) -> np.ndarray:
     """An (H, W, C) float image in [0, 1] as 8-bit RGB for the page."""
     rgb = image[..., :3] if image.shape[2] >= 3 else np.repeat(image, 3, axis=2)
@@ -182,7 +165,12 @@ class Restorer:
             photo = dataclasses.replace(photo, rgb=to_integers(degraded, photo.bits))
             lines.append(f"**degraded with**: {what} (seed 0)")
         x = torch.from_numpy(to_float(photo.rgb).transpose(2, 0, 1))[None]
-        total, done = forwards_needed(model, x, options), [0]
+        total, done = (
+            forward_count(
+                model, x, tile=options["tile"], tile_overlap=options["tile_overlap"], ensemble=options["ensemble"]
+            ),
+            [0],
+        )
 
         def tick(*_):
             done[0] += 1

@@ -224,11 +224,9 @@ def _forward_tiled(model: nn.Module, x: torch.Tensor, tile: int, overlap: int, a
     a block, so a shifted partition is a different function), and no tile is
     padded again.
     """
-    mh, mw = size_multiple(model)
-    padded, box = pad_to_multiple(x, (mh, mw))
+    padded, box = pad_to_multiple(x, size_multiple(model))
     h, w = padded.shape[-2:]
-    th, tw = min(max(mh, tile // mh * mh), h), min(max(mw, tile // mw * mw), w)
-    tops, lefts = _tile_starts(h, th, overlap, mh), _tile_starts(w, tw, overlap, mw)
+    (th, tw), tops, lefts = _tile_grid(model, (h, w), tile, overlap)
     out = weight = None
     for top in tops:
         for left in lefts:
@@ -244,6 +242,31 @@ def _forward_tiled(model: nn.Module, x: torch.Tensor, tile: int, overlap: int, a
             weight[rows, cols] += ramp
             advance(1 / (len(tops) * len(lefts)))
     return crop(out / weight, box)
+
+
+def _tile_grid(model: nn.Module, padded_size: tuple[int, int], tile: int, overlap: int):
+    """-> the tile's (height, width) and the tiles' top and left offsets over a padded image."""
+    (mh, mw), (h, w) = size_multiple(model), padded_size
+    th, tw = min(max(mh, tile // mh * mh), h), min(max(mw, tile // mw * mw), w)
+    return (th, tw), _tile_starts(h, th, overlap, mh), _tile_starts(w, tw, overlap, mw)
+
+
+def forward_count(model: nn.Module, x: torch.Tensor, *, tile, tile_overlap: int = 64, ensemble: bool = False) -> int:
+    """How many model forwards :func:`restore_image` runs for ``x``: tiles times ensemble members
+    (for progress shown per forward)."""
+    members = len(DIHEDRAL) if ensemble else 1
+    if tile == "auto":
+        tile = auto_tile_size(model, x)
+    if not tile:
+        return members
+    count = 0
+    for turns, _ in DIHEDRAL[:members]:  # a quarter turn swaps the sides, before padding each
+        view = torch.rot90(x[:1, :1], turns, dims=(-2, -1))
+        _, tops, lefts = _tile_grid(
+            model, pad_to_multiple(view, size_multiple(model))[0].shape[-2:], tile, tile_overlap
+        )
+        count += len(tops) * len(lefts)
+    return count
 
 
 def auto_tile_size(model: nn.Module, x: torch.Tensor) -> int | None:

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from restore.callbacks import AtomicCheckpointIO
 from restore.config_types import check_config_types
 from restore.errors import ConfigError, UserError, exit_on_user_error, one_line
+from restore.memory import check_step_memory
 from restore.models.convert import CheckpointError
 from restore.models.loading import read_checkpoint
 from restore.module import RestorationModule
@@ -140,6 +141,15 @@ def train(cfg: DictConfig) -> float | None:
     trainer: pl.Trainer = _build(
         "trainer", lambda: instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
     )
+    if cfg.get("memory_check", True) and OmegaConf.select(cfg, "data.patch_size") is not None:
+        check_step_memory(
+            module,
+            cfg.data.batch_size,
+            cfg.data.patch_size,
+            in_channels=getattr(module.model, "in_channels", 3),
+            precision=str(cfg.trainer.get("precision", "32-true")),
+            device=trainer.strategy.root_device,
+        )
     if trainer.is_global_zero and logger:
         for lg in trainer.loggers:
             lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

@@ -10,7 +10,15 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from restore.inference import _tile_starts, crop, forward_padded, pad_to_multiple, reflect_pad, restore_image
+from restore.inference import (
+    _tile_starts,
+    crop,
+    forward_count,
+    forward_padded,
+    pad_to_multiple,
+    reflect_pad,
+    restore_image,
+)
 from tests.helpers import SHARED
 
 
@@ -202,3 +210,15 @@ def test_bad_arguments_get_one_clear_error(tiny_maxim):
         restore_image(tiny_maxim, x, tile="512")
     with pytest.raises(ValueError, match=r"expected a \(B, C, H, W\) float tensor"):
         restore_image(tiny_maxim, x[0])
+
+
+@pytest.mark.parametrize("tile, ensemble", [(None, False), (None, True), (32, False), (32, True)])
+def test_forward_count_is_the_number_of_forwards_restore_image_runs(tiny_maxim, tile, ensemble):
+    calls = []
+    hook = tiny_maxim.register_forward_pre_hook(lambda *_: calls.append(1))
+    x = torch.rand(1, 3, 40, 72)  # not square: quarter turns tile it differently
+    try:
+        restore_image(tiny_maxim.eval(), x, tile=tile, tile_overlap=8, ensemble=ensemble)
+    finally:
+        hook.remove()
+    assert forward_count(tiny_maxim, x, tile=tile, tile_overlap=8, ensemble=ensemble) == len(calls)

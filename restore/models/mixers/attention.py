@@ -86,11 +86,97 @@ class SelfAttention(nn.Module):
             # (B, n, T, C) -> (B*n, heads, T, C/heads): SDPA's fused CPU/GPU kernels want 4-D inputs.
             return z.reshape(b * n, t, self.heads, c // self.heads).transpose(1, 2)
 
-        # The bias enters as an additive float mask, (heads, T, T), broadcast over windows.
-        out = F.scaled_dot_product_attention(
-            split_heads(q), split_heads(k), split_heads(v), attn_mask=self.relative_bias()
-        )
+        out = windowed_attention(split_heads(q), split_heads(k), split_heads(v), self.relative_bias())
         return out.transpose(1, 2).reshape(b, n, t, c)
+
+
+# Scores are computed for this many bytes' worth of (window, head) T x T tiles at a time.
+# Small enough that a chunk's scores, probabilities and their gradients (a few tiles
+# each) are a rounding error next to the feature maps; large enough that each
+# batched product still has hundreds of windows to spread over the threads.
+CHUNK_BYTES = 16 * 2**20
+
+
+def windowed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``softmax(Q K^T / sqrt(d) + bias) V`` per window and head; q, k, v (N, heads, T, d), bias (heads, T, T).
+
+    Without gradients this is SDPA, whose fused CPU/GPU kernels keep no T x T
+    matrix. With them, SDPA has no fused kernel for a bias that needs a
+    gradient: its math path keeps every window's scores and probabilities for
+    backward, T/d times the size of the features themselves (8x at T=256,
+    d=32), which took MAXIM-2S with attention past 24 GB at 256x256 x 8.
+    :class:`ChunkedAttention` keeps only q, k, v, the output and one
+    log-sum-exp per query and recomputes the rest in chunks in backward.
+    Measured against checkpointing the SDPA call (which recomputes the whole
+    layer's scores at once, so one layer's T x T matrices are still the
+    backward peak) in ``benchmarks/bench_memory.py`` and docs/performance.md.
+    """
+    if not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, bias))):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    device = q.device.type
+    if torch.is_autocast_enabled(device):
+        # What autocast does to SDPA's inputs; the bias stays fp32, scores are fp32 anyway.
+        dtype = torch.get_autocast_dtype(device)
+        q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    with torch.autocast(device, enabled=False):
+        return ChunkedAttention.apply(q, k, v, bias)
+
+
+def _window_chunks(q: torch.Tensor) -> list[slice]:
+    windows, heads, t = q.shape[:3]
+    step = max(1, CHUNK_BYTES // (heads * t * t * 4))
+    return [slice(i, i + step) for i in range(0, windows, step)]
+
+
+def _probabilities(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor, lse: torch.Tensor | None = None):
+    """fp32 scores of one chunk; with ``lse`` (their log-sum-exp), the softmax probabilities instead."""
+    scores = (q @ k.transpose(-1, -2)).float().mul_(q.shape[-1] ** -0.5).add_(bias)
+    if lse is None:
+        return scores
+    return scores.sub_(lse.unsqueeze(-1)).exp_()
+
+
+class ChunkedAttention(torch.autograd.Function):
+    """Attention with an additive bias that needs a gradient, in memory linear in tokens.
+
+    The flash-attention bookkeeping (Dao et al., 2022) over windows instead of
+    key blocks: T is small (at most a few hundred tokens), so each window's
+    scores fit at once and only the windows are chunked. Forward keeps the
+    output and the log-sum-exp ``L`` of each query's scores; backward
+    recomputes ``P = exp(S - L)`` per chunk and uses
+    ``dS = P * (dP - rowsum(dO * O))`` with ``dP = dO V^T``; the bias gradient
+    is ``dS`` summed over windows. Scores, softmax and bias gradient are fp32
+    whatever the inputs' dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, bias):
+        out = torch.empty(q.shape[:-1] + v.shape[-1:], dtype=v.dtype, device=v.device)
+        lse = torch.empty(q.shape[:-1], dtype=torch.float32, device=q.device)
+        for s in _window_chunks(q):
+            scores = _probabilities(q[s], k[s], bias)
+            lse[s] = torch.logsumexp(scores, dim=-1)
+            out[s] = scores.sub_(lse[s].unsqueeze(-1)).exp_().to(v.dtype) @ v[s]
+        ctx.save_for_backward(q, k, v, bias, out, lse)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, bias, out, lse = ctx.saved_tensors
+        grad_q, grad_k, grad_v = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        grad_bias = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device)
+        scale = q.shape[-1] ** -0.5
+        for s in _window_chunks(q):
+            probs = _probabilities(q[s], k[s], bias, lse[s])
+            d_out = grad_out[s]
+            grad_v[s] = probs.to(v.dtype).transpose(-1, -2) @ d_out
+            delta = (d_out.float() * out[s].float()).sum(-1, keepdim=True)
+            d_scores = probs.mul_((d_out @ v[s].transpose(-1, -2)).float().sub_(delta))
+            grad_bias += d_scores.sum(0)
+            d_scores = d_scores.mul_(scale).to(q.dtype)
+            grad_q[s] = d_scores @ k[s]
+            grad_k[s] = d_scores.transpose(-1, -2) @ q[s]
+        return grad_q, grad_k, grad_v, grad_bias.to(bias.dtype)
 
 
 def attend(attention: SelfAttention, x: torch.Tensor, size: Size2, across_windows: bool, **kwargs) -> torch.Tensor:
