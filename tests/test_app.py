@@ -58,8 +58,11 @@ def test_the_page_restores_a_16_bit_png_exactly_as_predict_does(app, tmp_path):
     source = tmp_path / "in" / "cat.png"
     source.parent.mkdir()
     photo_16bit(source)
+    given = source.read_bytes()
     upload = handle_file(str(source))
     _, result, report = client.predict(upload, label(client), RESTORE, 0.5, False, api_name="/restore")
+    # the upload is read, never written next to: the app keeps everything in its own folder
+    assert source.read_bytes() == given and list(source.parent.iterdir()) == [source]
     predict(
         compose_config("predict", f"input={source}", f"output={tmp_path / 'out'}", f"ckpt={SHIPPED}", "device=cpu"),
         console=Console(file=io.StringIO()),

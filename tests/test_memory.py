@@ -19,7 +19,7 @@ TINY = {"_target_": "restore.models.MAXIM", **TINY_MAXIM}
 # A fresh process (its resident peak is its own): the estimate, as training takes it before
 # fitting, then two real training steps; the measure is the kernel's peak resident size.
 MEASURE = """
-import json, resource, sys, torch
+import json, sys, torch
 from restore.memory import estimate_step_memory
 from restore.module import RestorationModule
 torch.set_num_threads(1)
@@ -35,7 +35,8 @@ for _ in range(2):
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# VmHWM, not ru_maxrss: the latter keeps the forking parent's size across exec (pytest's, GBs).
+peak = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) * 1024
 print(json.dumps({"estimate": estimate.needed, "peak": peak, "held": held}))
 """
 
