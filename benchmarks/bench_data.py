@@ -17,7 +17,7 @@ The GPU side is not measured here (that is benchmarks/bench_model.py's job);
 the script states the assumption it compares with: MAXIM-3S costs 152 GMACs
 per 256x256 forward pass (fvcore, ../shared/ANCHORS.md section 1b), a training
 step about three forward passes, so 912 GFLOP per patch; a GPU reaching 35% of
-its dense bf16 peak (issue 6's target for forward+backward) then trains
+its dense bf16 peak (the forward+backward target of docs/performance.md) then trains
 0.35 * peak / 912 GFLOP patches per second.
 
     python benchmarks/bench_data.py [--pairs 16] [--workers 2] [--seconds 20]

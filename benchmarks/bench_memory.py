@@ -80,7 +80,7 @@ def worker(spec: dict) -> dict:
     from omegaconf import OmegaConf
 
     from restore.memory import estimate_step_memory
-    from restore.models.loading import CONF_DIR
+    from restore.models.loading import load_preset
     from restore.module import RestorationModule
 
     torch.set_num_threads(spec["threads"])
@@ -88,7 +88,7 @@ def worker(spec: dict) -> dict:
     overrides = {"activation_checkpointing": spec["checkpointing"]}
     if spec["features"]:
         overrides["features"] = spec["features"]
-    model_cfg = OmegaConf.merge(OmegaConf.load(CONF_DIR / "model" / f"{spec['model']}.yaml"), overrides)
+    model_cfg = OmegaConf.merge(load_preset(spec["model"]), overrides)
     torch.manual_seed(0)
     module = RestorationModule(model=model_cfg)
     started = time.perf_counter()

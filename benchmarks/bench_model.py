@@ -271,7 +271,7 @@ def configurations(args: argparse.Namespace) -> list[dict]:
     ]
     if torch.cuda.is_available() and not args.no_gpu:
         for variant in GPU_VARIANTS:
-            # Compiling takes minutes per configuration: MAXIM-3S only (the GPU target).
+            # Compiling takes minutes per configuration: MAXIM-3S only (docs/performance.md, the GPU target).
             chosen = [m for m in models if m == "maxim_3s"] if variant.endswith("compile") else models
             specs += [
                 spec(model, size, mode, "cuda", variant, args.gpu_batch)

@@ -77,7 +77,7 @@ def main() -> None:
     for preset in track(list(widths), description="measuring"):
         model = build(preset, widths[preset])
         params = sum(p.numel() for p in model.parameters())
-        rows.append((preset, model.config["mixer"], model.config["block"], widths[preset], params))
+        rows.append((preset, model.config.mixer, model.config.block, widths[preset], params))
         rows[-1] += (macs(preset, widths[preset]), *step_seconds(model, batch, patch, args.steps))
 
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())

@@ -81,7 +81,7 @@ def export(
         raise ValueError(f"opset={opset}: MAXIM's antialiased resize needs ONNX opset {MIN_OPSET} or later")
     refuse_existing(out)
     wrapper = PaddedRestorer(model.eval()).eval()
-    example = torch.rand(1, getattr(model, "in_channels", 3), *_trace_size(model))
+    example = torch.rand(1, getattr(getattr(model, "config", None), "in_channels", 3), *_trace_size(model))
     out.parent.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
     os.close(handle)

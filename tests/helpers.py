@@ -53,10 +53,10 @@ def run_command(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subproces
 
 
 def lightning_checkpoint(model, **extra) -> dict:
-    """What the training issue's LightningModule saves: the network under ``model.``, its Hydra
+    """What ``restore.module.RestorationModule`` saves: the network under ``model.``, its Hydra
     config (an OmegaConf DictConfig) under hyper_parameters['model']."""
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.create({"_target_": "restore.models.MAXIM", **model.config})
+    cfg = OmegaConf.create({"_target_": "restore.models.MAXIM", **model.config.as_dict()})
     state = {f"model.{k}": v for k, v in model.state_dict().items()}
     return {"state_dict": state, "hyper_parameters": {"model": cfg}, "epoch": 3, **extra}

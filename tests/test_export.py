@@ -9,13 +9,12 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from restore.export import export
 from restore.inference import forward_padded
 from restore.models import MAXIM, CheckpointError, load_official
-from restore.models.loading import load_model
-from tests.helpers import ROOT, lightning_checkpoint, shared_path
+from restore.models.loading import load_model, load_preset
+from tests.helpers import lightning_checkpoint, shared_path
 
 # A small MAXIM with both resizes the export must translate: a 2-scale input pyramid
 # (nearest-exact) and cross-gating across levels (antialiased bilinear). Size multiple 8x16.
@@ -179,8 +178,7 @@ def test_load_model_reads_official_weights_and_presets():
     config = json.loads(fixture.with_suffix(".json").read_text())["config"]
     loaded, reference = load_model(weights=fixture, model_cfg=config), load_official(fixture, **config)
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), reference.state_dict().values()))
-    preset = OmegaConf.load(ROOT / "conf" / "model" / "maxim_1s.yaml")
-    model = load_model(model_cfg=preset)
-    assert isinstance(model, MAXIM) and model.features == 32 and model.num_stages == 1
+    model = load_model(model_cfg=load_preset("maxim_1s"))
+    assert isinstance(model, MAXIM) and model.config.features == 32 and model.config.num_stages == 1
     with pytest.raises(ValueError, match="nothing to load"):
         load_model()

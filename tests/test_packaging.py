@@ -16,6 +16,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
+from restore.models.loading import load_preset
 from tests.helpers import ROOT
 
 # What the build reads (pyproject.toml names README.md as the long description). The wheel is
@@ -87,7 +88,7 @@ def test_a_model_preset_is_read_from_the_installed_package(wheel_install, tmp_pa
     found = json.loads(done.stdout.splitlines()[-1])
     assert Path(found["file"]) == target / "restore" / "__init__.py"
     assert Path(found["conf"]) == target / "restore" / "conf"
-    preset = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / "maxim_1s.yaml"))
+    preset = OmegaConf.to_container(load_preset("maxim_1s"))
     expected = {key: value for key, value in preset.items() if key != "_target_"} | {"features": 8}
     assert {key: found["config"][key] for key in expected} == expected
 

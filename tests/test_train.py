@@ -60,7 +60,7 @@ def checkpoint(path: Path) -> dict:
 
 
 def test_every_task_trains_three_steps_on_the_demo_data(tmp_path):
-    """The issue's command for each of the five tasks, as one Hydra multirun (one output dir per job)."""
+    """``python train.py task=<task>`` for each of the five tasks, as one Hydra multirun (one output dir per job)."""
     tasks = ["denoise", "deblur", "derain", "dehaze", "lowlight"]
     train(
         tmp_path,
@@ -309,7 +309,7 @@ def test_slurm_launcher_asks_for_one_task_per_gpu():
 
 
 def test_every_spatial_mixer_trains_on_the_demo_data(tmp_path):
-    """The issue-7 presets under the training recipe (small patches: the attention mixers are
+    """The alternative-mixer presets under the training recipe (small patches: the attention mixers are
     several times MAXIM's cost per pixel, and the full 256x256 batch of 8 takes minutes on CPU)."""
     presets = ["maxim_2s_attention", "maxim_2s_mixing", "maxvit_unet_2s"]
     others = [o for o in FAST if not o.startswith("model=")]

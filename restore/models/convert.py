@@ -6,7 +6,7 @@ infer whatever the parameter names and shapes determine of the config, build
 the model and load it strictly. Parameter names come from the ``flax_names``
 each module declares, so there is no per-variant table to keep in sync.
 
-Layout changes (ARCHITECTURE.md section 7.2): Dense kernels are transposed;
+Layout changes (docs/model.md, "Checkpoint layout"): Dense kernels are transposed;
 Conv kernels (kh, kw, in, out) become (out, in, kh, kw); ConvTranspose kernels
 are flipped in both spatial axes before the permute, because Flax's
 ConvTranspose (``transpose_kernel=False``) correlates where torch convolves.
@@ -242,9 +242,10 @@ def official_state_dict(model: nn.Module, params: dict[str, np.ndarray]) -> dict
     Raises one CheckpointError listing every missing, unexpected and
     mis-shaped name when the checkpoint does not fit the model.
     """
-    if isinstance(model, MAXIM) and (model.mixer, model.block) != ("gmlp", "maxim"):
+    if isinstance(model, MAXIM) and (model.config.mixer, model.config.block) != ("gmlp", "maxim"):
         raise CheckpointError(
-            f"official checkpoints hold the gMLP MAXIM; a model with mixer={model.mixer}, block={model.block} "
+            f"official checkpoints hold the gMLP MAXIM; a model with mixer={model.config.mixer}, "
+            f"block={model.config.block} "
             "cannot load them (use mixer=gmlp, block=maxim)"
         )
     expected = {k[len(PREFIX) :]: v for k, v in expected_official_shapes(model).items()}
@@ -319,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     partial.replace(args.output)  # atomic: never a half-written file under the final name
     n_params = sum(p.numel() for p in model.parameters())
     print(f"wrote {args.output}: {n_params:,} parameters")
-    print("config:", json.dumps(model.config))
+    print("config:", json.dumps(model.config.as_dict()))
     return 0
 
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils import flop_counter
 
-# Flax defaults, which the official model relies on (ARCHITECTURE.md, traps 4 and 5).
+# Flax defaults, which the official model relies on (docs/model.md, parity traps 4 and 5).
 LAYERNORM_EPS = 1e-6
 DENSE_INIT_STD = 0.02
 
@@ -288,48 +288,6 @@ def _triangle_taps(factor: int, out_size: int, like: torch.Tensor) -> tuple[torc
     return taps.to(like.dtype), (1 / (taps * inside).sum(1)).to(like.dtype)
 
 
-def tiles(x: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
-    """(B, H, W, C) -> (B, gh, fh, gw, fw, C): a view cutting the image into a
-    (gh, gw) grid of (fh, fw) windows."""
-    h, w = x.shape[1:3]
-    fh, fw = window
-    return x.unflatten(2, (w // fw, fw)).unflatten(1, (h // fh, fh))
-
-
-# Axis orders between tiles (B, gh, fh, gw, fw, C) and the tokens-first layout of
-# ``partition``, keyed by ``across_windows``: block (False) and grid (True) mixing.
-_TOKENS_FIRST = {False: (2, 4, 0, 1, 3, 5), True: (1, 3, 0, 2, 4, 5)}
-_FROM_TOKENS_FIRST = {False: (2, 3, 0, 4, 1, 5), True: (2, 0, 3, 1, 4, 5)}
-
-
-def partition(x: torch.Tensor, window: tuple[int, int], across_windows: bool) -> torch.Tensor:
-    """(B, H, W, C) -> (T, N, C) with the mixed tokens first (one copy at most).
-
-    The image is cut into ``window`` tiles (fh, fw) on a (gh, gw) grid. With
-    ``across_windows=False`` the T tokens are the fh*fw positions inside each
-    window (MAXIM's block, local branch) and N = B*gh*gw; with
-    ``across_windows=True`` they are the gh*gw windows seen at one offset (the
-    grid, dilated global branch) and N = B*fh*fw. Tokens are numbered
-    row-major in both cases, as the official ``block_images`` does.
-
-    Tokens first makes the mixing one large GEMM with the (T, T) weight on the
-    left, and the copy moves whole runs of C channels rather than single floats.
-    """
-    moved = tiles(x, window).permute(_TOKENS_FIRST[across_windows])
-    return moved.reshape(moved.shape[0] * moved.shape[1], -1, x.shape[-1])
-
-
-def unpartition(tokens: torch.Tensor, shape: torch.Size, window: tuple[int, int], across_windows: bool):
-    """The inverse of :func:`partition` for an image of ``shape`` (B, H, W, C):
-    a strided (B, gh, fh, gw, fw, C) view of ``tokens`` that elementwise ops read
-    directly, so nothing is copied back."""
-    b, h, w, c = shape
-    fh, fw = window
-    gh, gw = h // fh, w // fw
-    dims = (gh, gw, b, fh, fw, c) if across_windows else (fh, fw, b, gh, gw, c)
-    return tokens.view(dims).permute(_FROM_TOKENS_FIRST[across_windows])
-
-
 def mix_tokens(tokens: torch.Tensor, dense: nn.Linear) -> torch.Tensor:
     """Apply ``dense`` along the token axis of (T, N, C) ``tokens`` as one GEMM;
     the bias is indexed by the output token."""
@@ -340,10 +298,10 @@ def mix_tokens(tokens: torch.Tensor, dense: nn.Linear) -> torch.Tensor:
         mixed = torch.ops.mkldnn._linear_pointwise(dense.weight, flat.t(), None, "none", [], "")
         if dense.bias is not None:
             mixed.add_(dense.bias[:, None])
-        return mixed.view(tokens.shape)
+        return mixed.view(tokens.shape[0], -1, tokens.shape[-1])
     if dense.bias is None:
-        return (dense.weight @ flat).view(tokens.shape)
-    return torch.addmm(dense.bias[:, None], dense.weight, flat).view(tokens.shape)
+        return (dense.weight @ flat).view(tokens.shape[0], -1, tokens.shape[-1])
+    return torch.addmm(dense.bias[:, None], dense.weight, flat).view(tokens.shape[0], -1, tokens.shape[-1])
 
 
 def linear_of_concat(

@@ -78,11 +78,21 @@ def load_model(
 def build_preset(name: str, **overrides) -> nn.Module:
     """The model preset ``conf/model/<name>.yaml`` with field overrides, for code that runs
     outside a Hydra command line (benchmark scripts, tests)."""
+    return build_model(OmegaConf.merge(load_preset(name), overrides))
+
+
+def load_preset(name: str) -> DictConfig:
+    """``conf/model/<name>.yaml`` with its ``defaults:`` (other presets of conf/model) merged
+    under it, as Hydra composes it for ``model=<name>``."""
     path = CONF_DIR / "model" / f"{name}.yaml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
         raise ValueError(f"unknown model preset '{name}': no {path} (known: {known})")
-    return build_model(OmegaConf.merge(OmegaConf.load(path), overrides))
+    cfg = OmegaConf.load(path)
+    defaults = cfg.pop("defaults", [])
+    if "_self_" not in defaults:
+        defaults = [*defaults, "_self_"]
+    return OmegaConf.merge(*(cfg if entry == "_self_" else load_preset(entry) for entry in defaults))
 
 
 def build_model(model_cfg: Mapping) -> nn.Module:

@@ -5,201 +5,27 @@ A faithful PyTorch port of the official Flax model (google-research/maxim,
 the same parameters, so the official checkpoints load strictly and reproduce
 the official outputs (see ``convert.py`` and ``tests/models``).
 
-Reading order follows the paper's figure: gated-MLP mixing layers, the
-multi-axis block (MAB), the cross-gating block (CGB), SAM, the UNet blocks and
-finally the multi-stage, multi-scale ``MAXIM``. Internals are channels-last
+Reading order follows the paper's figure: the cross-gating block (CGB), SAM,
+the UNet blocks and finally the multi-stage, multi-scale ``MAXIM``. The spatial
+mixer of each block (the official multi-axis gated MLP, ``mixers/gmlp.py``, or
+another) and the CGB's gate come from the registry in ``restore.models.mixers``;
+the configuration is ``MaximConfig`` (``config.py``). Internals are channels-last
 (B, H, W, C); ``MAXIM.forward`` takes and returns NCHW images.
 """
 
 from __future__ import annotations
 
-import inspect
-import math
-import warnings
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from restore.models.layers import (
-    RCAB,
-    RDCAB,
-    Conv,
-    Conv1x1,
-    ConvTransposeUp,
-    UpSampleRatio,
-    dense,
-    layer_norm,
-    linear,
-    linear_of_concat,
-    mix_tokens,
-    partition,
-    resize,
-    tiles,
-    unpartition,
-)
-from restore.models.mixers import ATTENTION_GATED, MultiAxisAttentionGate, build_mixer, check_mixer_config
-
-Size2 = tuple[int, int]
-
-
-class GatingUnit(nn.Module):
-    """gMLP spatial gating: u * (Dense_tokens(LN(v)) + 1), halving the channels.
-
-    ``across_windows`` picks the token axis: the windows of a fixed
-    ``grid_size`` grid (GridGatingUnit) or the positions inside each
-    ``block_size`` window (BlockGatingUnit).
-    """
-
-    flax_names = {"norm": "intermediate_layernorm", "spatial": "Dense_0"}
-
-    def __init__(self, channels: int, size: Size2, across_windows: bool, use_bias: bool = True):
-        super().__init__()
-        self.size = size
-        self.across_windows = across_windows
-        self.norm = layer_norm(channels // 2)
-        self.spatial = dense(size[0] * size[1], size[0] * size[1], use_bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        u, v = x.chunk(2, dim=-1)
-        window = window_of(x, self.size, self.across_windows)
-        # LayerNorm is per pixel, so it runs after the copy into the token layout.
-        mixed = mix_tokens(self.norm(partition(v, window, self.across_windows)), self.spatial)  # (T, N, C/2)
-        # u * (mixed + 1) as u + u * mixed, reading mixed back through a view.
-        tiled_u = tiles(u, window)  # (B, gh, fh, gw, fw, C/2)
-        out = torch.addcmul(tiled_u, tiled_u, unpartition(mixed, u.shape, window, self.across_windows))
-        return out.reshape(u.shape)
-
-
-def window_of(x: torch.Tensor, size: Size2, across_windows: bool) -> Size2:
-    """The window (fh, fw) of a grid of ``size`` windows, or ``size`` itself for blocks."""
-    if not across_windows:
-        return size
-    return x.shape[1] // size[0], x.shape[2] // size[1]
-
-
-class GmlpLayer(nn.Module):
-    """Residual gMLP over one axis: LN, Dense, GELU, gating unit, Dense, + x.
-
-    The official GridGmlpLayer and BlockGmlpLayer differ only in the gating
-    unit's token axis; every other operation is per pixel, so it runs on the
-    un-partitioned image and only the gating unit visits the partition.
-    """
-
-    def __init__(
-        self,
-        channels: int,
-        size: Size2,
-        across_windows: bool,
-        factor: int = 2,
-        dropout_rate: float = 0.0,
-        use_bias: bool = True,
-    ):
-        super().__init__()
-        unit = "GridGatingUnit" if across_windows else "BlockGatingUnit"
-        self.flax_names = {
-            "norm": "LayerNorm",
-            "in_project": "in_project",
-            "gating": unit,
-            "out_project": "out_project",
-        }
-        self.norm = layer_norm(channels)
-        self.in_project = dense(channels, channels * factor, use_bias)
-        self.gating = GatingUnit(channels * factor, size, across_windows, use_bias)
-        self.out_project = dense(channels * factor // 2, channels, use_bias)
-        self.dropout = nn.Dropout(dropout_rate)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.gating(linear(self.norm(x), self.in_project.weight, self.in_project.bias, activation="gelu"))
-        return linear(y, self.out_project.weight, self.out_project.bias, residual=x, dropout=self.dropout)
-
-
-class MultiAxisGmlpBlock(nn.Module):
-    """MAB (official ResidualSplitHeadMultiAxisGmlpLayer): a global grid head and
-    a local block head on the two halves of the projected channels."""
-
-    flax_names = {
-        "norm": "LayerNorm_in",
-        "in_project": "in_project",
-        "grid": "GridGmlpLayer",
-        "block": "BlockGmlpLayer",
-        "out_project": "out_project",
-    }
-
-    def __init__(
-        self,
-        channels: int,
-        block_size: Size2,
-        grid_size: Size2,
-        block_gmlp_factor: int = 2,
-        grid_gmlp_factor: int = 2,
-        input_proj_factor: int = 2,
-        dropout_rate: float = 0.0,
-        use_bias: bool = True,
-    ):
-        super().__init__()
-        inner = channels * input_proj_factor
-        self.norm = layer_norm(channels)
-        self.in_project = dense(channels, inner, use_bias)
-        self.grid = GmlpLayer(inner // 2, grid_size, True, grid_gmlp_factor, dropout_rate, use_bias)
-        self.block = GmlpLayer(inner // 2, block_size, False, block_gmlp_factor, dropout_rate, use_bias)
-        self.out_project = dense(inner, channels, use_bias)
-        self.dropout = nn.Dropout(dropout_rate)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = linear(self.norm(x), self.in_project.weight, self.in_project.bias, activation="gelu")
-        u, v = y.chunk(2, dim=-1)
-        return linear_of_concat([self.grid(u), self.block(v)], self.out_project, residual=x, dropout=self.dropout)
-
-
-class SpatialGatingWeights(nn.Module):
-    """The gating signal of a CGB (official GetSpatialGatingWeights).
-
-    Like a MAB without norms, gating or residual: a grid Dense on one half of
-    the projected channels and a block Dense on the other. Its spatial Dense
-    biases start at one, as in the official initialisation.
-    """
-
-    flax_names = {
-        "norm": "LayerNorm_in",
-        "in_project": "in_project",
-        "grid": "Dense_0",
-        "block": "Dense_1",
-        "out_project": "out_project",
-    }
-
-    def __init__(
-        self, channels: int, block_size: Size2, grid_size: Size2, dropout_rate: float = 0.0, use_bias: bool = True
-    ):
-        super().__init__()
-        self.block_size, self.grid_size = block_size, grid_size
-        self.norm = layer_norm(channels)
-        # The official callers never override this block's input_proj_factor (2).
-        self.in_project = dense(channels, 2 * channels, use_bias, init="lecun")
-        self.grid = dense(grid_size[0] * grid_size[1], grid_size[0] * grid_size[1], use_bias)
-        self.block = dense(block_size[0] * block_size[1], block_size[0] * block_size[1], use_bias)
-        if use_bias:
-            nn.init.ones_(self.grid.bias)
-            nn.init.ones_(self.block.bias)
-        self.out_project = dense(2 * channels, channels, use_bias, init="lecun")
-        self.dropout = nn.Dropout(dropout_rate)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = linear(self.norm(x), self.in_project.weight, self.in_project.bias, activation="gelu")
-        u, v = y.chunk(2, dim=-1)
-        grid_window = window_of(u, self.grid_size, True)
-        u = mix_tokens(partition(u, grid_window, True), self.grid)  # (Gh*Gw, B*fh*fw, C)
-        v = mix_tokens(partition(v, self.block_size, False), self.block)  # (fh*fw, B*gh*gw, C)
-        # out_project(cat([u, v])) split by input columns; being per pixel, each half is
-        # projected in its own token layout. The grid half is copied back to (B, H, W, C)
-        # and the block half, read through a view, added to it (out of place: the ONNX
-        # exporter mistranslates in-place updates through views).
-        weight_u, weight_v = self.out_project.weight.chunk(2, dim=1)
-        out = unpartition(linear(u, weight_u.contiguous()), x.shape, grid_window, True).reshape(x.shape)
-        v = linear(v, weight_v.contiguous(), self.out_project.bias)
-        out = tiles(out, self.block_size) + unpartition(v, x.shape, self.block_size, False)
-        return self.dropout(out.reshape(x.shape))
+from restore.models.config import MaximConfig
+from restore.models.layers import Conv, Conv1x1, ConvTransposeUp, UpSampleRatio, dense, layer_norm, linear, resize
+from restore.models.mixers import Level
+from restore.models.partition import Size2
 
 
 class CrossGatingBlock(nn.Module):
@@ -214,14 +40,11 @@ class CrossGatingBlock(nn.Module):
         features: int,
         x_channels: int,
         y_channels: int,
-        block_size: Size2,
-        grid_size: Size2,
+        level: Level,
         upsample_y: bool,
-        dropout_rate: float = 0.0,
-        use_bias: bool = True,
-        mixer: str = "gmlp",
     ):
         super().__init__()
+        use_bias = level.use_bias
         self.flax_names = {
             **({"upsample_y": "ConvTranspose_0"} if upsample_y else {}),
             "project_x": "Conv_0",
@@ -241,13 +64,11 @@ class CrossGatingBlock(nn.Module):
         self.norm_x, self.norm_y = layer_norm(features), layer_norm(features)
         self.in_project_x = dense(features, features, use_bias, init="lecun")
         self.in_project_y = dense(features, features, use_bias, init="lecun")
-        # The gating weights follow the mixer where it has a multi-axis gate (see restore.models.mixers).
-        gating = MultiAxisAttentionGate if mixer in ATTENTION_GATED else SpatialGatingWeights
-        self.gating_x = gating(features, block_size, grid_size, dropout_rate, use_bias)
-        self.gating_y = gating(features, block_size, grid_size, dropout_rate, use_bias)
+        self.gating_x = level.family.gate(features, level)
+        self.gating_y = level.family.gate(features, level)
         self.out_project_x = dense(features, features, use_bias, init="lecun")
         self.out_project_y = dense(features, features, use_bias, init="lecun")
-        self.dropout = nn.Dropout(dropout_rate)
+        self.dropout = nn.Dropout(level.dropout_rate)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.upsample_y is not None:
@@ -311,54 +132,6 @@ class SAM(nn.Module):
         return torch.addcmul(x, self.feature_conv(x), attention), restored
 
 
-@dataclass(frozen=True)
-class BlockConfig:
-    """What every MAB-carrying block of one UNet level shares."""
-
-    block_size: Size2
-    grid_size: Size2
-    num_groups: int
-    block_gmlp_factor: int
-    grid_gmlp_factor: int
-    input_proj_factor: int
-    channels_reduction: int
-    lrelu_slope: float
-    dropout_rate: float
-    use_bias: bool
-    use_global_mlp: bool = True
-    mixer: str = "gmlp"
-    block: str = "maxim"
-
-    def cross_gating(self, features: int, x_channels: int, y_channels: int, upsample_y: bool) -> CrossGatingBlock:
-        """A cross-gating block at this level's block and grid sizes."""
-        return CrossGatingBlock(
-            features,
-            x_channels,
-            y_channels,
-            self.block_size,
-            self.grid_size,
-            upsample_y,
-            self.dropout_rate,
-            self.use_bias,
-            self.mixer,
-        )
-
-    def mab(self, channels: int, input_proj_factor: int | None = None) -> nn.Module:
-        """The spatial mixer of a group: the official MAB, or one from ``restore.models.mixers``."""
-        if self.mixer != "gmlp":
-            return build_mixer(self, channels)
-        return MultiAxisGmlpBlock(
-            channels,
-            self.block_size,
-            self.grid_size,
-            self.block_gmlp_factor,
-            self.grid_gmlp_factor,
-            self.input_proj_factor if input_proj_factor is None else input_proj_factor,
-            self.dropout_rate,
-            self.use_bias,
-        )
-
-
 class UNetEncoderBlock(nn.Module):
     """1x1 input conv over [x, skip]; ``num_groups`` x (MAB, RCAB); long skip;
     an optional CGB with the previous stage's features; optional 4x4/2 down conv.
@@ -370,32 +143,28 @@ class UNetEncoderBlock(nn.Module):
         self,
         in_channels: int,
         features: int,
-        cfg: BlockConfig,
+        level: Level,
         downsample: bool = True,
         cross_gating: bool = False,
-        input_proj_factor: int | None = None,
     ):
         super().__init__()
-        groups = range(cfg.num_groups)
+        groups = range(level.num_groups)
         self.flax_names = {
             "in_conv": "Conv_0",
-            **({f"mabs.{g}": f"SplitHeadMultiAxisGmlpLayer_{g}" for g in groups} if cfg.use_global_mlp else {}),
+            **({f"mabs.{g}": f"SplitHeadMultiAxisGmlpLayer_{g}" for g in groups} if level.use_global_mlp else {}),
             # The official RCAB names have no underscore before the group index.
             **{f"rcabs.{g}": f"channel_attention_block_1{g}" for g in groups},
             **({"cross_gating": "cross_gating_block"} if cross_gating else {}),
             **({"down": "Conv_1"} if downsample else {}),
         }
-        self.in_conv = Conv1x1(in_channels, features, cfg.use_bias)
-        self.mabs = nn.ModuleList(cfg.mab(features, input_proj_factor) for _ in groups) if cfg.use_global_mlp else None
-        # A MaxViT block brings its own convolutions and squeeze-excitation (MBConv) in the RCAB's place.
-        self.rcabs = nn.ModuleList(
-            RCAB(features, cfg.channels_reduction, cfg.lrelu_slope, cfg.use_bias)
-            if cfg.block == "maxim"
-            else nn.Identity()
-            for _ in groups
+        family = level.family
+        self.in_conv = Conv1x1(in_channels, features, level.use_bias)
+        self.mabs = nn.ModuleList(family.spatial(features, level) for _ in groups) if level.use_global_mlp else None
+        self.rcabs = nn.ModuleList(family.channel(features, level, False) for _ in groups)
+        self.cross_gating = (
+            CrossGatingBlock(features, features, features, level, upsample_y=False) if cross_gating else None
         )
-        self.cross_gating = cfg.cross_gating(features, features, features, upsample_y=False) if cross_gating else None
-        self.down = Conv(features, features, kernel_size=4, stride=2, use_bias=cfg.use_bias) if downsample else None
+        self.down = Conv(features, features, kernel_size=4, stride=2, use_bias=level.use_bias) if downsample else None
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None, previous: torch.Tensor | None = None):
         """``previous`` is the sum of the previous stage's bridge and decoder
@@ -420,11 +189,12 @@ class UNetDecoderBlock(nn.Module):
 
     flax_names = {"up": "ConvTranspose_0", "block": "UNetEncoderBlock_0"}
 
-    def __init__(self, in_channels: int, bridge_channels: int, features: int, cfg: BlockConfig):
+    def __init__(self, in_channels: int, bridge_channels: int, features: int, level: Level):
         super().__init__()
-        self.up = ConvTransposeUp(in_channels, features, cfg.use_bias)
+        self.up = ConvTransposeUp(in_channels, features, level.use_bias)
         # The official decoder does not forward input_proj_factor: its MABs use 2.
-        self.block = UNetEncoderBlock(features + bridge_channels, features, cfg, downsample=False, input_proj_factor=2)
+        level = dataclasses.replace(level, input_proj_factor=2)
+        self.block = UNetEncoderBlock(features + bridge_channels, features, level, downsample=False)
 
     def forward(self, x: torch.Tensor, bridge: torch.Tensor) -> torch.Tensor:
         return self.block(self.up(x), skip=bridge)
@@ -433,20 +203,17 @@ class UNetDecoderBlock(nn.Module):
 class BottleneckBlock(nn.Module):
     """1x1 input projection; ``num_groups`` x (MAB, RDCAB); long skip."""
 
-    def __init__(self, in_channels: int, features: int, cfg: BlockConfig):
+    def __init__(self, in_channels: int, features: int, level: Level):
         super().__init__()
-        groups = range(cfg.num_groups)
+        groups = range(level.num_groups)
         self.flax_names = {
             "input_proj": "input_proj",
             **{f"mabs.{g}": f"SplitHeadMultiAxisGmlpLayer_{g}" for g in groups},
             **{f"rdcabs.{g}": f"channel_attention_block_1_{g}" for g in groups},
         }
-        self.input_proj = Conv1x1(in_channels, features, cfg.use_bias)
-        self.mabs = nn.ModuleList(cfg.mab(features) for _ in groups)
-        self.rdcabs = nn.ModuleList(
-            RDCAB(features, cfg.channels_reduction, cfg.use_bias) if cfg.block == "maxim" else nn.Identity()
-            for _ in groups
-        )
+        self.input_proj = Conv1x1(in_channels, features, level.use_bias)
+        self.mabs = nn.ModuleList(level.family.spatial(features, level) for _ in groups)
+        self.rdcabs = nn.ModuleList(level.family.channel(features, level, True) for _ in groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = shortcut = self.input_proj(x)
@@ -468,20 +235,20 @@ class MaximStage(nn.Module):
     """One UNet stage: input convs (+ SAM fusion), encoder, bottleneck,
     cross-gated skips, decoder, and SAM or output convs per supervised scale."""
 
-    def __init__(self, net: MAXIM, index: int):
+    def __init__(self, cfg: MaximConfig, index: int):
         super().__init__()
-        d, n, f = net.depth, net.num_supervision_scales, net.features
-        is_first, self.is_last = index == 0, index == net.num_stages - 1
+        d, n, f = cfg.depth, cfg.num_supervision_scales, cfg.features
+        is_first, self.is_last = index == 0, index == cfg.num_stages - 1
         level_channels = [f * 2**i for i in range(d)]
         bottleneck_channels = level_channels[-1]
-        bias = net.use_bias
+        bias = cfg.use_bias
 
-        self.input_convs = nn.ModuleList(Conv(net.in_channels, level_channels[i], use_bias=bias) for i in range(n))
+        self.input_convs = nn.ModuleList(Conv(cfg.in_channels, level_channels[i], use_bias=bias) for i in range(n))
         self.input_fusions = None
         if not is_first:
             self.input_fusions = nn.ModuleList(
-                net.level_config(i).cross_gating(c, c, c, upsample_y=False)
-                if net.use_cross_gating
+                CrossGatingBlock(c, c, c, cfg.level(i), upsample_y=False)
+                if cfg.use_cross_gating
                 else Conv1x1(2 * c, c, bias)
                 for i, c in enumerate(level_channels[:n])
             )
@@ -489,15 +256,15 @@ class MaximStage(nn.Module):
             UNetEncoderBlock(
                 2 * f if i == 0 else level_channels[i - 1] + (level_channels[i] if i < n else 0),
                 level_channels[i],
-                net.level_config(i),
+                cfg.level(i),
                 downsample=True,
                 cross_gating=not is_first,
             )
             for i in range(d)
         )
         self.bottleneck = nn.ModuleList(
-            BottleneckBlock(bottleneck_channels, bottleneck_channels, net.bottleneck_config())
-            for _ in range(net.num_bottleneck_blocks)
+            BottleneckBlock(bottleneck_channels, bottleneck_channels, cfg.bottleneck)
+            for _ in range(cfg.num_bottleneck_blocks)
         )
         # skip_resizes[i][j] brings bridge j to level i; decoder_resizes[i][j]
         # brings skip feature j (coarsest first) to level i.
@@ -506,10 +273,10 @@ class MaximStage(nn.Module):
             for i, c in enumerate(level_channels)
         )
         self.skip_fusions = nn.ModuleList(
-            net.level_config(i).cross_gating(
-                c, d * c, bottleneck_channels if i == d - 1 else level_channels[i + 1], upsample_y=True
+            CrossGatingBlock(
+                c, d * c, bottleneck_channels if i == d - 1 else level_channels[i + 1], cfg.level(i), upsample_y=True
             )
-            if net.use_cross_gating
+            if cfg.use_cross_gating
             else ConvSkipFusion(d * c, c, bias)
             for i, c in enumerate(level_channels)
         )
@@ -518,18 +285,16 @@ class MaximStage(nn.Module):
             for i, c in enumerate(level_channels)
         )
         self.decoders = nn.ModuleList(
-            UNetDecoderBlock(
-                bottleneck_channels if i == d - 1 else level_channels[i + 1], d * c, c, net.level_config(i)
-            )
+            UNetDecoderBlock(bottleneck_channels if i == d - 1 else level_channels[i + 1], d * c, c, cfg.level(i))
             for i, c in enumerate(level_channels)
         )
         if self.is_last:
             self.heads = nn.ModuleList(
-                start_near_zero(Conv(c, net.num_outputs, use_bias=bias)) for c in level_channels[:n]
+                start_near_zero(Conv(c, cfg.num_outputs, use_bias=bias)) for c in level_channels[:n]
             )
         else:
-            self.heads = nn.ModuleList(SAM(c, net.num_outputs, bias) for c in level_channels[:n])
-        self.flax_names = self._flax_names(index, d, n, net.use_cross_gating)
+            self.heads = nn.ModuleList(SAM(c, cfg.num_outputs, bias) for c in level_channels[:n])
+        self.flax_names = self._flax_names(index, d, n, cfg.use_cross_gating)
 
     def _flax_names(self, s: int, d: int, n: int, use_cross_gating: bool) -> dict[str, str]:
         names = {}
@@ -608,16 +373,6 @@ class MaximStage(nn.Module):
         return outputs, StageFeatures(bridges, decoded, sam)
 
 
-def _pair(value, name: str) -> Size2:
-    try:
-        pair = (value, value) if isinstance(value, int) else tuple(value)
-    except TypeError:
-        pair = ()
-    if len(pair) != 2 or not all(isinstance(v, int) and v >= 1 for v in pair):
-        raise ValueError(f"MAXIM: {name} must be a positive int or a pair of positive ints, got {value!r}")
-    return pair
-
-
 class MAXIM(nn.Module):
     """The multi-stage, multi-scale MAXIM network.
 
@@ -650,145 +405,23 @@ class MAXIM(nn.Module):
     restored image, ``outputs[-1][-1]``.
     """
 
-    def __init__(
-        self,
-        features: int = 64,
-        depth: int = 3,
-        num_stages: int = 2,
-        num_groups: int = 1,
-        use_bias: bool = True,
-        num_supervision_scales: int = 1,
-        lrelu_slope: float = 0.2,
-        use_global_mlp: bool = True,
-        use_cross_gating: bool = True,
-        high_res_stages: int = 2,
-        block_size_hr: Size2 = (16, 16),
-        block_size_lr: Size2 = (8, 8),
-        grid_size_hr: Size2 = (16, 16),
-        grid_size_lr: Size2 = (8, 8),
-        num_bottleneck_blocks: int = 1,
-        block_gmlp_factor: int = 2,
-        grid_gmlp_factor: int = 2,
-        input_proj_factor: int = 2,
-        channels_reduction: int = 4,
-        num_outputs: int = 3,
-        dropout_rate: float = 0.0,
-        in_channels: int = 3,
-        mixer: str = "gmlp",
-        block: str = "maxim",
-        activation_checkpointing: bool = False,
-    ):
+    def __init__(self, config: MaximConfig | None = None, **fields):
         super().__init__()
-        for name, value in [
-            ("features", features),
-            ("depth", depth),
-            ("num_stages", num_stages),
-            ("num_groups", num_groups),
-            ("num_supervision_scales", num_supervision_scales),
-            ("num_bottleneck_blocks", num_bottleneck_blocks),
-            ("channels_reduction", channels_reduction),
-            ("num_outputs", num_outputs),
-            ("in_channels", in_channels),
-        ]:
-            if int(value) != value or value < 1:
-                raise ValueError(f"MAXIM: {name} must be a positive integer, got {value!r}")
-        if num_supervision_scales > depth:
-            raise ValueError(f"MAXIM: num_supervision_scales ({num_supervision_scales}) cannot exceed depth ({depth})")
-        for name, value in [
-            ("block_gmlp_factor", block_gmlp_factor),
-            ("grid_gmlp_factor", grid_gmlp_factor),
-            ("input_proj_factor", input_proj_factor),
-        ]:
-            if int(value) != value or value < 1 or (value * features) % 2:
-                raise ValueError(
-                    f"MAXIM: {name} must be a positive integer that keeps the channel count even, got {value!r}"
-                )
-        if not 0.0 <= dropout_rate < 1.0:
-            raise ValueError(f"MAXIM: dropout_rate must be in [0, 1), got {dropout_rate!r}")
-        check_mixer_config(
-            mixer,
-            block,
-            features=features,
-            use_global_mlp=use_global_mlp,
-            gmlp_fields=dict(
-                block_gmlp_factor=block_gmlp_factor,
-                grid_gmlp_factor=grid_gmlp_factor,
-                input_proj_factor=input_proj_factor,
-            ),
-            lrelu_slope=lrelu_slope,
-        )
-        self.features, self.depth, self.num_stages = features, depth, num_stages
-        self.num_groups, self.use_bias = num_groups, use_bias
-        self.num_supervision_scales, self.lrelu_slope = num_supervision_scales, lrelu_slope
-        self.use_global_mlp, self.use_cross_gating = use_global_mlp, use_cross_gating
-        self.high_res_stages = high_res_stages
-        self.block_size_hr, self.block_size_lr = (
-            _pair(block_size_hr, "block_size_hr"),
-            _pair(block_size_lr, "block_size_lr"),
-        )
-        self.grid_size_hr, self.grid_size_lr = _pair(grid_size_hr, "grid_size_hr"), _pair(grid_size_lr, "grid_size_lr")
-        if self.grid_size_lr != self.block_size_lr:
-            warnings.warn(
-                f"MAXIM: grid_size_lr={self.grid_size_lr} differs from block_size_lr={self.block_size_lr}; as in the "
-                "official model, low-resolution levels use block_size_lr for the grid, so grid_size_lr has no effect.",
-                stacklevel=2,
-            )
-        self.num_bottleneck_blocks = num_bottleneck_blocks
-        self.block_gmlp_factor, self.grid_gmlp_factor = block_gmlp_factor, grid_gmlp_factor
-        self.input_proj_factor, self.channels_reduction = input_proj_factor, channels_reduction
-        self.num_outputs, self.dropout_rate, self.in_channels = num_outputs, dropout_rate, in_channels
-        self.mixer, self.block = mixer, block
-        self.activation_checkpointing = bool(activation_checkpointing)
-
-        self.stages = nn.ModuleList(MaximStage(self, s) for s in range(num_stages))
-        self.flax_names = {f"stages.{s}": "" for s in range(num_stages)}
-
-    def level_config(self, level: int) -> BlockConfig:
-        """Block and grid sizes of a UNet level (official: the low-res grid is block_size_lr)."""
-        if level < self.high_res_stages:
-            return self._block_config(self.block_size_hr, self.grid_size_hr)
-        return self._block_config(self.block_size_lr, self.block_size_lr)
-
-    def bottleneck_config(self) -> BlockConfig:
-        return self._block_config(self.block_size_lr, self.block_size_lr)
-
-    def _block_config(self, block_size: Size2, grid_size: Size2) -> BlockConfig:
-        return BlockConfig(
-            block_size,
-            grid_size,
-            self.num_groups,
-            self.block_gmlp_factor,
-            self.grid_gmlp_factor,
-            self.input_proj_factor,
-            self.channels_reduction,
-            self.lrelu_slope,
-            self.dropout_rate,
-            self.use_bias,
-            self.use_global_mlp,
-            self.mixer,
-            self.block,
-        )
+        if config is not None and fields:
+            raise TypeError("MAXIM: give a MaximConfig or its fields, not both")
+        self.config = config if config is not None else MaximConfig(**fields)
+        self.stages = nn.ModuleList(MaximStage(self.config, s) for s in range(self.config.num_stages))
+        self.flax_names = {f"stages.{s}": "" for s in range(self.config.num_stages)}
 
     @property
     def size_multiple(self) -> Size2:
-        """(mh, mw): input height and width must be multiples of these.
-
-        Every level i must split into its blocks and grid, the bottleneck
-        into its blocks, and each of the ``depth`` downsamplings must halve
-        an even size.
-        """
-        multiples = []
-        for axis in range(2):
-            m = 2**self.depth * self.block_size_lr[axis]
-            for i in range(self.depth):
-                cfg = self.level_config(i)
-                m = math.lcm(m, 2**i * cfg.block_size[axis], 2**i * cfg.grid_size[axis])
-            multiples.append(m)
-        return multiples[0], multiples[1]
+        """(mh, mw): input height and width must be multiples of these (``MaximConfig.size_multiple``)."""
+        return self.config.size_multiple
 
     def forward(self, x: torch.Tensor) -> list[list[torch.Tensor]]:
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"MAXIM expects a (B, {self.in_channels}, H, W) image batch, got shape {tuple(x.shape)}")
+        cfg = self.config
+        if x.ndim != 4 or x.shape[1] != cfg.in_channels:
+            raise ValueError(f"MAXIM expects a (B, {cfg.in_channels}, H, W) image batch, got shape {tuple(x.shape)}")
         h, w = x.shape[2:]
         mh, mw = self.size_multiple
         if h % mh or w % mw:
@@ -798,20 +431,14 @@ class MAXIM(nn.Module):
             )
         image = x.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)  # (B, H, W, C), no copy
         shortcuts = [image] + [
-            resize(image, (h // 2**i, w // 2**i), "nearest") for i in range(1, self.num_supervision_scales)
+            resize(image, (h // 2**i, w // 2**i), "nearest") for i in range(1, cfg.num_supervision_scales)
         ]
         outputs, previous = [], None
-        checkpointing = self.activation_checkpointing and torch.is_grad_enabled()
+        checkpointing = cfg.activation_checkpointing and torch.is_grad_enabled()
         for stage in self.stages:
             stage_outputs, previous = stage(shortcuts, previous, checkpointing)
             outputs.append([out.permute(0, 3, 1, 2) for out in stage_outputs])
         return outputs
-
-    @property
-    def config(self) -> dict:
-        """The constructor fields, JSON-ready: ``MAXIM(**model.config)`` rebuilds the network."""
-        fields = inspect.signature(MAXIM.__init__).parameters
-        return {f: list(v) if isinstance(v := getattr(self, f), tuple) else v for f in fields if f != "self"}
 
     @staticmethod
     def final_output(outputs: list[list[torch.Tensor]]) -> torch.Tensor:

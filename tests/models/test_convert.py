@@ -3,6 +3,7 @@ clear errors for files that are not official MAXIM checkpoints."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 
@@ -12,6 +13,7 @@ import torch
 from omegaconf import OmegaConf
 
 from restore.models import MAXIM, CheckpointError, load_official
+from restore.models.config import VARIANTS, MaximConfig
 from restore.models.convert import (
     expected_official_shapes,
     infer_config,
@@ -19,7 +21,8 @@ from restore.models.convert import (
     official_state_dict,
     read_official_npz,
 )
-from tests.helpers import ROOT, TINY_MAXIM, shared_path
+from restore.models.loading import load_preset
+from tests.helpers import TINY_MAXIM, shared_path
 
 PRESETS = {"S-1": "maxim_1s", "S-2": "maxim_2s", "S-3": "maxim_3s"}
 
@@ -35,10 +38,11 @@ def test_released_checkpoint_names_and_shapes_convert_strictly(variant, released
     # Zero arrays stand in for the released weights: names and shapes are what is checked.
     params = {key.removeprefix("opt/target/"): np.zeros(shape, np.float32) for key, shape in shapes.items()}
     config = infer_config(params)
-    preset = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / f"{PRESETS[variant]}.yaml"))
+    preset = OmegaConf.to_container(load_preset(PRESETS[variant]))
     preset.pop("_target_")
     model = MAXIM(**config)
-    assert model.config == preset  # every field recovered from names and shapes alone
+    assert model.config == MaximConfig(**preset)  # every field recovered from names and shapes alone
+    assert model.config == dataclasses.replace(VARIANTS[variant], num_supervision_scales=3)
     assert expected_official_shapes(model) == {k: tuple(v) for k, v in shapes.items()}
     model.load_state_dict(official_state_dict(model, params), strict=True)
 

@@ -20,15 +20,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from restore.export import PaddedRestorer
 from restore.models import MAXIM
-from restore.models.layers import (
-    dense,
-    linear_of_concat,
-    mix_tokens,
-    partition,
-    resize,
-    tiles,
-    unpartition,
-)
+from restore.models.layers import dense, linear_of_concat, mix_tokens, resize
+from restore.models.partition import block_partition, block_unpartition, grid_partition, grid_unpartition
 from tests.helpers import ROOT, TINY_MAXIM
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -69,21 +62,28 @@ def test_token_mixing_matches_a_loop_over_windows(across_windows):
     tokens = 3 * 4 if not across_windows else 4 * 5
     layer = dense(tokens, tokens, use_bias=True)
     torch.nn.init.normal_(layer.bias)
-    mixed = mix_tokens(partition(x, window, across_windows), layer)
-    restored = unpartition(mixed, x.shape, window, across_windows).reshape(x.shape)
+    if across_windows:
+        grid = (12 // 3, 20 // 4)
+        restored = grid_unpartition(mix_tokens(grid_partition(x, grid), layer), x.shape, grid)
+    else:
+        restored = block_unpartition(mix_tokens(block_partition(x, window), layer), x.shape, window)
+    restored = restored.reshape(x.shape)
     reference = mix_tokens_by_loop(x, layer.weight, layer.bias, window, across_windows)
     torch.testing.assert_close(restored, reference, rtol=1e-5, atol=1e-5)
 
 
-def test_partition_reads_a_channel_half_and_unpartition_inverts_it():
+def test_partitions_read_a_channel_half_and_their_inverses_restore_it():
     x = torch.randn(1, 8, 16, 6)
     half = x[..., 3:]  # strided, as the gating units' chunks are
-    # block: 4*8 tokens in each of 2*2 windows; grid: 2*2 windows at each of 4*8 offsets
-    for across_windows, shape in [(False, (32, 4, 3)), (True, (4, 32, 3))]:
-        tokens = partition(half, (4, 8), across_windows)
+    # block (4, 8): 4*8 tokens in each of 2*2 windows; grid (2, 2): 2*2 windows at each of 4*8 offsets
+    for partition, unpartition, size, shape in [
+        (block_partition, block_unpartition, (4, 8), (32, 4, 3)),
+        (grid_partition, grid_unpartition, (2, 2), (4, 32, 3)),
+    ]:
+        tokens = partition(half, size)
         assert tokens.is_contiguous() and tokens.shape == shape
-        assert torch.equal(unpartition(tokens, half.shape, (4, 8), across_windows).reshape(half.shape), half)
-    assert torch.equal(tiles(x, (4, 8)).reshape(x.shape), x)
+        tiled = unpartition(tokens, half.shape, size)
+        assert torch.equal(tiled, half.view(tiled.shape)) and torch.equal(tiled.reshape(half.shape), half)
 
 
 @pytest.mark.parametrize("factor", [2, 4, 8])
@@ -171,8 +171,8 @@ def test_activation_checkpointing_lowers_peak_memory_and_keeps_outputs_and_gradi
     plain = MAXIM(**{**TINY_MAXIM, "channels_reduction": 1})
     checkpointed = MAXIM(**{**TINY_MAXIM, "channels_reduction": 1, "activation_checkpointing": True})
     checkpointed.load_state_dict(plain.state_dict(), strict=True)
-    assert checkpointed.config["activation_checkpointing"] is True
-    assert plain.config["activation_checkpointing"] is False
+    assert checkpointed.config.activation_checkpointing is True
+    assert plain.config.activation_checkpointing is False
     x = torch.rand(1, 3, 64, 128)
     results = []
     for model in (plain, checkpointed):

@@ -4,20 +4,57 @@ from __future__ import annotations
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
 from restore.inference import forward_padded
 from restore.models import MAXIM
-from restore.models.loading import build_preset
-from tests.helpers import TINY_MAXIM
+from restore.models.config import VARIANTS, MaximConfig
+from restore.models.loading import build_preset, load_preset
+from tests.helpers import ROOT, TINY_MAXIM
 
 OFFICIAL_PARAMETERS = {"maxim_1s": 6_139_561, "maxim_2s": 14_176_178, "maxim_3s": 22_212_795}
+# The official Model(variant=...) with its own default num_supervision_scales=1 (docs/model.md, "Counts").
+OFFICIAL_VARIANT_PARAMETERS = {
+    "S-1": 6_108_515,
+    "S-2": 13_353_830,
+    "S-3": 20_599_145,
+    "M-1": 19_361_219,
+    "M-2": 40_839_110,
+    "M-3": 62_317_001,
+}
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMETERS))
 def test_presets_have_the_official_parameter_count(name):
     model = build_preset(name)
     assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMETERS[name]
+
+
+def test_named_variants_have_the_official_parameter_counts():
+    assert sorted(VARIANTS) == sorted(OFFICIAL_VARIANT_PARAMETERS)
+    for name, count in OFFICIAL_VARIANT_PARAMETERS.items():
+        with torch.device("meta"):
+            model = MAXIM(VARIANTS[name])
+        assert model.config is VARIANTS[name]
+        assert sum(p.numel() for p in model.parameters()) == count, name
+
+
+def test_presets_compose_maxim_2s_and_state_only_what_differs():
+    base = load_preset("maxim_2s")
+    for name, line in {"maxim_1s": "num_stages: 1", "maxim_3s": "num_stages: 3"}.items():
+        text = (ROOT / "conf" / "model" / f"{name}.yaml").read_text()
+        fields = [row for row in text.splitlines() if row and not row.startswith(("#", " ", "defaults:"))]
+        assert "  - maxim_2s" in text and fields == [line]
+        assert load_preset(name) == OmegaConf.merge(base, OmegaConf.create(line))
+
+
+def test_the_config_is_frozen_and_round_trips_through_its_fields(tiny_maxim):
+    cfg = tiny_maxim.config
+    assert MaximConfig(**cfg.as_dict()) == cfg and MAXIM(cfg).config is cfg
+    with pytest.raises(AttributeError):
+        cfg.features = 16
+    assert cfg.level(0).block_size == (4, 8) and cfg.level(2).grid_size == cfg.block_size_lr
 
 
 def test_forward_returns_every_stage_and_scale_coarsest_first(tiny_maxim):

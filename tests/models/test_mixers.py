@@ -13,16 +13,32 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from restore.inference import forward_padded
 from restore.models import MAXIM, CheckpointError
 from restore.models.convert import official_state_dict
-from restore.models.layers import RCAB, RDCAB
-from restore.models.maxim import MultiAxisGmlpBlock, SpatialGatingWeights
-from restore.models.mixers import MaxViTBlock, MixingBlock, MultiAxisAttention, MultiAxisAttentionGate
-from restore.models.mixers.attention import PartitionAttentionLayer, SelfAttention
-from restore.models.mixers.primitives import partition, unpartition
+from restore.models.layers import RCAB, RDCAB, layer_norm
+from restore.models.loading import load_preset
+from restore.models.mixers import MIXERS, MixerFamily, channel_attention, gmlp
+from restore.models.mixers.attention import (
+    MultiAxisAttention,
+    MultiAxisAttentionGate,
+    PartitionAttentionLayer,
+    SelfAttention,
+)
+from restore.models.mixers.gmlp import MultiAxisGmlpBlock, SpatialGatingWeights
+from restore.models.mixers.maxvit import MaxViTBlock
+from restore.models.mixers.mixing import MixingBlock
+from restore.models.partition import (
+    block_partition,
+    block_unpartition,
+    grid_partition,
+    grid_unpartition,
+    per_set,
+    tokens_first,
+)
 from tests.helpers import ROOT, TINY_MAXIM
 
 # Every non-official choice; mixer=gmlp is covered by test_maxim.py and test_parity.py.
@@ -43,7 +59,7 @@ def tiny(variant: str, **overrides) -> MAXIM:
     return MAXIM(**{**TINY_MAXIM, **VARIANTS[variant], **overrides})
 
 
-# --- Done-when 1: any size, gradients everywhere, linear cost -----------------------------------
+# --- any size, gradients everywhere, linear cost ------------------------------------------------
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -110,7 +126,7 @@ def test_flop_counter_counts_the_attention_products():
     assert counter.get_total_flops() == qkv + products
 
 
-# --- Done-when 2: grid attention is global, block attention local -------------------------------
+# --- grid attention is global, block attention local --------------------------------------------
 
 
 def influence(layer: torch.nn.Module, x: torch.Tensor, pixel: tuple[int, int]) -> torch.Tensor:
@@ -158,18 +174,19 @@ def test_block_attention_reaches_its_window_and_grid_attention_does_not(axes):
     assert influence(grid, x, (5, 6))[6, 6] == 0  # another grid group
 
 
-def test_partition_round_trips_and_groups_the_documented_pixels():
-    x = torch.arange(8 * 12, dtype=torch.float32).reshape(1, 8, 12, 1)
-    blocks = partition(x, (2, 3), across_windows=False)  # 4 x 4 windows of 2 x 3
-    grid = partition(x, (2, 3), across_windows=True)  # a 2 x 3 grid of 4 x 4 windows
-    assert blocks.shape == (1, 16, 6, 1) and grid.shape == (1, 16, 6, 1)
+def test_partitions_round_trip_and_group_the_documented_pixels():
+    x = torch.arange(2 * 8 * 12, dtype=torch.float32).reshape(2, 8, 12, 1)
+    blocks = per_set(block_partition(x, (2, 3)), batch=2)  # 4 x 4 windows of 2 x 3
+    grid = per_set(grid_partition(x, (2, 3)), batch=2)  # a 2 x 3 grid of 4 x 4 windows
+    assert blocks.shape == (2, 16, 6, 1) and grid.shape == (2, 16, 6, 1)
     assert blocks[0, 1, :, 0].tolist() == [3, 4, 5, 15, 16, 17]  # window (0, 1), row-major
     assert grid[0, 1, :, 0].tolist() == [1, 5, 9, 49, 53, 57]  # offset (0, 1), stride (4, 4)
-    assert torch.equal(unpartition(blocks, 8, 12, (2, 3), False), x)
-    assert torch.equal(unpartition(grid, 8, 12, (2, 3), True), x)
+    assert blocks[1, 0, :, 0].tolist() == [96, 97, 98, 108, 109, 110]  # the second image's first window
+    assert torch.equal(block_unpartition(tokens_first(blocks), x.shape, (2, 3)).reshape(x.shape), x)
+    assert torch.equal(grid_unpartition(tokens_first(grid), x.shape, (2, 3)).reshape(x.shape), x)
 
 
-# --- Done-when 3: MaxViT's relative position bias -----------------------------------------------
+# --- MaxViT's relative position bias ------------------------------------------------------------
 
 
 def test_relative_bias_table_has_maxvits_size_per_head():
@@ -224,7 +241,7 @@ def test_bad_mixer_choices_are_named_with_the_fix(overrides, message):
 
 
 def test_gmlp_only_fields_warn_when_another_mixer_ignores_them():
-    with pytest.warns(UserWarning, match="block_gmlp_factor=4 only affect mixer=gmlp"):
+    with pytest.warns(UserWarning, match="block_gmlp_factor=4 only affect mixer=gmlp; mixer=attention ignores"):
         MAXIM(**{**TINY_MAXIM, "mixer": "attention", "block_gmlp_factor": 4})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -249,7 +266,31 @@ def test_every_mab_and_gate_is_replaced_by_the_chosen_kind(variant, mixer_class,
     assert count(model, mixer_class) == 14 and count(model, MultiAxisGmlpBlock) == 0
     assert count(model, gate_class) == 24
     assert count(model, *channel_blocks) == count(official, RCAB, RDCAB) * bool(channel_blocks)
-    assert MAXIM(**model.config).config == model.config  # the new fields round-trip through config
+    assert MAXIM(**model.config.as_dict()).config == model.config  # the new fields round-trip through config
+
+
+class DepthwiseMixer(nn.Module):
+    """The mixer of docs/mixers.md, "Adding a mixer"."""
+
+    def __init__(self, channels: int, use_bias: bool = True):
+        super().__init__()
+        self.norm = layer_norm(channels)
+        self.conv = nn.Conv2d(channels, channels, 5, padding=2, groups=channels, bias=use_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(self.norm(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
+def test_a_new_mixer_is_one_registry_entry(monkeypatch):
+    family = MixerFamily(
+        "mixer=dwconv", lambda c, level: DepthwiseMixer(c, level.use_bias), gmlp.build_gate, channel_attention
+    )
+    monkeypatch.setitem(MIXERS, "dwconv", family)
+    model = MAXIM(**{**TINY_MAXIM, "mixer": "dwconv"})
+    assert sum(isinstance(m, DepthwiseMixer) for m in model.modules()) == 14  # every MAB's place
+    assert sum(isinstance(m, SpatialGatingWeights) for m in model.modules()) == 24
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 32, 64))[-1][-1].shape == (1, 3, 32, 64)
 
 
 def test_official_checkpoints_refuse_other_mixers_with_a_clear_error():
@@ -259,15 +300,14 @@ def test_official_checkpoints_refuse_other_mixers_with_a_clear_error():
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_presets_are_maxim_2s_with_another_mixer(name):
-    preset = OmegaConf.load(ROOT / "conf" / "model" / f"{name}.yaml")
-    official = OmegaConf.load(ROOT / "conf" / "model" / "maxim_2s.yaml")
+    preset, official = load_preset(name), load_preset("maxim_2s")
     mixer, block = PRESETS[name]
     assert (preset.mixer, preset.block) == (mixer, block)
     assert {k: v for k, v in preset.items() if k not in ("mixer", "block")} == {
         k: v for k, v in official.items() if k not in ("mixer", "block")
     }
     model = instantiate(OmegaConf.merge(preset, {"features": 8, "num_groups": 1, "num_bottleneck_blocks": 1}))
-    assert (model.mixer, model.block) == (mixer, block)
+    assert (model.config.mixer, model.config.block) == (mixer, block)
 
 
 # --- the ablation recipe -------------------------------------------------------------------------
@@ -307,6 +347,6 @@ def test_ablation_gives_each_mixer_its_matched_width_and_budget(train_config_dir
 def test_full_size_presets_have_the_documented_parameter_counts():
     documented = {"maxim_2s_attention": 15_207_378, "maxim_2s_mixing": 12_591_554, "maxvit_unet_2s": 14_880_210}
     for name, count in documented.items():
-        preset = OmegaConf.load(ROOT / "conf" / "model" / f"{name}.yaml")
+        preset = load_preset(name)
         with torch.device("meta"):
             assert sum(p.numel() for p in instantiate(preset).parameters()) == count, name

@@ -4,7 +4,7 @@ The fixture (``shared/maxim/fixtures/official_tiny.npz``) holds the official
 model's random parameters, an input and every output the official code
 produced, plus intermediate activations. The bound is 1e-5: the LayerNorm
 epsilon and GELU-variant mistakes move outputs by about 8e-5, so a looser
-bound would hide them (ARCHITECTURE.md, trap 5).
+bound would hide them (docs/model.md, parity trap 5).
 """
 
 from __future__ import annotations

@@ -20,7 +20,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from restore.models.layers import DENSE_INIT_STD, MlpBlock, dense, gelu, layer_norm
-from restore.models.mixers.primitives import Size2, partition, unpartition
+from restore.models.mixers.base import Level
+from restore.models.partition import (
+    Size2,
+    block_partition,
+    block_unpartition,
+    grid_partition,
+    grid_unpartition,
+    per_set,
+    tokens_first,
+)
 
 HEAD_DIM = 32  # MaxViT's head_size
 FFN_EXPANSION = 4  # MaxViT's FFN expansion_rate
@@ -180,10 +189,14 @@ class ChunkedAttention(torch.autograd.Function):
 
 
 def attend(attention: SelfAttention, x: torch.Tensor, size: Size2, across_windows: bool, **kwargs) -> torch.Tensor:
-    """Run ``attention`` over the block (``across_windows=False``) or grid partition of ``x`` (B, H, W, C)."""
-    h, w = x.shape[1:3]
-    tokens = partition(x, size, across_windows)  # (B, n, T, C)
-    return unpartition(attention(tokens, **kwargs), h, w, size, across_windows)
+    """Run ``attention`` over the grid partition of ``x`` (B, H, W, C) with grid ``size``
+    (``across_windows=True``) or its block partition with window ``size``."""
+    if across_windows:
+        partition, unpartition = grid_partition, grid_unpartition
+    else:
+        partition, unpartition = block_partition, block_unpartition
+    sets = per_set(partition(x, size), x.shape[0])  # (B, n, T, C)
+    return unpartition(tokens_first(attention(sets, **kwargs)), x.shape, size).reshape(x.shape)
 
 
 class PartitionAttentionLayer(nn.Module):
@@ -250,3 +263,11 @@ class MultiAxisAttentionGate(nn.Module):
         u = attend(self.grid, u, self.grid_size, True)
         v = attend(self.block, v, self.block_size, False)
         return self.dropout(self.out_project(torch.cat([u, v], dim=-1)))
+
+
+def build(channels: int, level: Level) -> MultiAxisAttention:
+    return MultiAxisAttention(channels, level.block_size, level.grid_size, level.dropout_rate, level.use_bias)
+
+
+def build_gate(channels: int, level: Level) -> MultiAxisAttentionGate:
+    return MultiAxisAttentionGate(channels, level.block_size, level.grid_size, level.dropout_rate, level.use_bias)

@@ -20,7 +20,9 @@ from torch import nn
 
 from restore.models.layers import dense, gelu, layer_norm
 from restore.models.mixers.attention import MultiAxisAttention
-from restore.models.mixers.primitives import DepthwiseConv, Size2
+from restore.models.mixers.base import Level
+from restore.models.mixers.primitives import DepthwiseConv
+from restore.models.partition import Size2
 
 MBCONV_EXPANSION = 4  # MaxViT's expansion_rate
 
@@ -86,3 +88,18 @@ class MaxViTBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.attention(self.mbconv(x))
+
+
+def build(channels: int, level: Level) -> MaxViTBlock:
+    return MaxViTBlock(
+        channels, level.block_size, level.grid_size, level.channels_reduction, level.dropout_rate, level.use_bias
+    )
+
+
+def check(cfg) -> None:
+    if cfg.mixer != "attention":
+        raise ValueError(
+            f"MAXIM: block=maxvit is built from multi-axis attention; set mixer=attention (got {cfg.mixer!r})"
+        )
+    if not cfg.use_global_mlp:
+        raise ValueError("MAXIM: block=maxvit needs use_global_mlp=true (false would drop every MaxViT block)")

@@ -31,7 +31,9 @@ from torch import nn
 
 from restore.models.layers import MlpBlock, dense, gelu, layer_norm
 from restore.models.mixers.attention import FFN_EXPANSION, SelfAttention, attend
-from restore.models.mixers.primitives import DepthwiseConv, Size2
+from restore.models.mixers.base import Level
+from restore.models.mixers.primitives import DepthwiseConv
+from restore.models.partition import Size2
 
 
 class MixingBlock(nn.Module):
@@ -83,3 +85,12 @@ class MixingBlock(nn.Module):
         mixed = torch.cat([self.attention_norm(attended), conv], dim=-1)  # (B, H, W, C)
         x = x + self.dropout(self.out_project(mixed))
         return x + self.dropout(self.ffn(self.ffn_norm(x)))
+
+
+def build(channels: int, level: Level) -> MixingBlock:
+    return MixingBlock(channels, level.block_size, level.dropout_rate, level.use_bias)
+
+
+def check(cfg) -> None:
+    if cfg.features % 2:
+        raise ValueError(f"MAXIM: mixer=mixing splits channels in halves; features must be even, got {cfg.features}")
