@@ -17,7 +17,9 @@ def shared_path(*parts: str) -> Path:
     """A path under ../shared, or a skip saying so when it is absent."""
     path = SHARED.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"{path} is absent (set RESTORE_SHARED to the shared/ folder to run this test)", allow_module_level=True)
+        pytest.skip(
+            f"{path} is absent (set RESTORE_SHARED to the shared/ folder to run this test)", allow_module_level=True
+        )
     return path
 
 
