@@ -58,6 +58,7 @@ from common import (
 )
 from rich.progress import Progress
 
+from restore.models.fast import for_cpu_inference
 from restore.models.loading import build_preset
 
 GPU_VARIANTS = ("fp32", "bf16", "channels_last", "bf16_compile")
@@ -150,6 +151,8 @@ def measure(spec: dict) -> dict:
     macs = count_macs(spec)
     torch.manual_seed(0)
     model = build_preset(spec["model"], activation_checkpointing=spec["checkpointing"]).to(device).train(train)
+    if device == "cpu" and not train:
+        for_cpu_inference(model)  # what predict and evaluate run on the CPU
     x = torch.rand(spec["batch"], 3, spec["size"], spec["size"], device=device)
     if variant == "channels_last":
         model = model.to(memory_format=torch.channels_last)

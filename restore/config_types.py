@@ -46,6 +46,8 @@ def check_config_types(node: DictConfig | Mapping, key: str, target: Callable | 
 
 
 def _annotations(target: Callable) -> tuple[Mapping[str, inspect.Parameter], dict[str, Any]]:
+    # A class built from a config dataclass (MAXIM from MaximConfig) takes that class's fields.
+    target = getattr(target, "config_class", target)
     function = target.__init__ if isinstance(target, type) else target
     try:
         hints = typing.get_type_hints(function)

@@ -41,11 +41,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from restore.cli import model_from_config, restore_options_of, wide_console
 from restore.data.benchmarks import get_benchmark
+from restore.data.datamodule import DatasetSpec
 from restore.data.io import write_image
-from restore.data.paired import RestorationDataset, build_dataset
+from restore.data.paired import RestorationDataset
 from restore.errors import ConfigError
-from restore.inference import pick_device, restore_image
-from restore.metrics import Protocol, score
+from restore.inference import pick_device, restore_image, to_inference
+from restore.metrics import score
 from restore.report import (
     AVERAGE,
     ImageScore,
@@ -63,33 +64,8 @@ SIGMA = "σ"
 
 
 @dataclass(frozen=True)
-class EvalSet:
-    """One row to compute: a test split of a benchmark (at one noise level for clean-image sets)."""
-
-    label: str  # the row's name: "GoPro", "SOTS indoor", "CBSD68 σ25"
-    name: str  # the benchmark, a key of restore.data.BENCHMARKS
-    split: str
-    root: Path
-    sigma: float | None = None
-
-    @property
-    def protocol(self) -> Protocol:
-        return get_benchmark(self.name).protocol
-
-    @property
-    def folder(self) -> str:
-        """The row's name as a folder name: ``CBSD68_sigma25``, ``SOTS_indoor``."""
-        return self.label.replace(f" {SIGMA}", "_sigma").replace(" ", "_")
-
-    def build(self, seed: int) -> RestorationDataset:
-        # Unclipped Gaussian noise, as the synthetic denoising literature adds it.
-        noise = None if self.sigma is None else {"name": "gaussian_noise", "sigma": self.sigma}
-        return build_dataset(self.name, self.root, self.split, degradation=noise, seed=seed)
-
-
-@dataclass(frozen=True)
 class Plan:
-    sets: list[EvalSet]  # present on disk and picked, in the suite's order
+    sets: list[DatasetSpec]  # present on disk and picked, in the suite's order
     skipped: list[Skipped]
     average_of: list[str]  # the row labels whose mean is the average row; empty: no average row
 
@@ -106,7 +82,7 @@ def plan_suite(
     names = [get_benchmark(name).name for name in suite["sets"]]
     clean = [name for name in names if get_benchmark(name).kind == "clean"]
     sigmas = _sigmas(suite, sigma, clean)
-    rows: list[EvalSet] = []
+    rows: list[DatasetSpec] = []
     for name in names:
         benchmark = get_benchmark(name)
         if benchmark.kind == "input_only":
@@ -115,9 +91,9 @@ def plan_suite(
         splits = benchmark.test_splits
         for split in splits:
             if benchmark.kind == "clean":
-                rows += [EvalSet(f"{name} {SIGMA}{level:g}", name, split, root, level) for level in sigmas]
+                rows += [_noisy(name, split, root, level) for level in sigmas]
             else:
-                rows.append(EvalSet(name if len(splits) == 1 else f"{name} {split}", name, split, root))
+                rows.append(DatasetSpec(name, split, root, label=name if len(splits) == 1 else f"{name} {split}"))
     average_of = [row.label for row in rows] if suite.get("average", False) else []
     picked = _pick(rows, datasets, suite_name, names)
     present = [row for row in picked if row.root.exists()]
@@ -141,7 +117,13 @@ def _sigmas(suite: Mapping[str, Any], sigma, clean: list[str]) -> list[float]:
     return [float(level) for level in levels]
 
 
-def _pick(rows: list[EvalSet], datasets, suite_name: str, names: list[str]) -> list[EvalSet]:
+def _noisy(name: str, split: str, root: Path, sigma: float) -> DatasetSpec:
+    # Unclipped Gaussian noise, as the synthetic denoising literature adds it.
+    noise = {"name": "gaussian_noise", "sigma": sigma}
+    return DatasetSpec(name, split, root, degradation=noise, label=f"{name} {SIGMA}{sigma:g}")
+
+
+def _pick(rows: list[DatasetSpec], datasets, suite_name: str, names: list[str]) -> list[DatasetSpec]:
     if datasets is None:
         return rows
     wanted = [datasets] if isinstance(datasets, str) else list(datasets)
@@ -166,7 +148,7 @@ def _pick(rows: list[EvalSet], datasets, suite_name: str, names: list[str]) -> l
 
 def score_set(
     model: nn.Module,
-    evalset: EvalSet,
+    evalset: DatasetSpec,
     dataset: RestorationDataset,
     *,
     device: torch.device,
@@ -249,7 +231,7 @@ class RestoredInWorkers(Dataset):
         return item
 
 
-def check_noise_levels(model: nn.Module, description: str, sets: Sequence[EvalSet]) -> None:
+def check_noise_levels(model: nn.Module, description: str, sets: Sequence[DatasetSpec]) -> None:
     """A model told the noise level (BM3D) can only restore the synthetic Gaussian sets."""
     unknown = [evalset.label for evalset in sets if evalset.sigma is None]
     if getattr(model, "needs_noise_level", False) and unknown:
@@ -327,7 +309,7 @@ def evaluate(cfg: DictConfig, console: Console | None = None) -> Report:
             f"(looked for {looked}); put datasets there (data/README.md) or set data_root=DIR"
         )
     check_noise_levels(model, description, plan.sets)
-    model = model.to(device).eval()
+    model = to_inference(model, device)
     datasets = [evalset.build(seed) for evalset in plan.sets]  # pairs every set before any work
     logger = _make_logger(cfg)
 

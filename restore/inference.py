@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from rich.progress import Progress
 from torch import nn
 
+from restore.models.fast import for_cpu_inference
+
 Box = tuple[int, int, int, int]  # top, left, height, width
 
 
@@ -80,6 +82,13 @@ def pick_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={name}: no CUDA device is available here; use device=auto or device=cpu")
     return device
+
+
+def to_inference(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` on ``device`` in eval mode, on the CPU with oneDNN's kernels swapped in
+    (``restore.models.fast``: same outputs, faster float32 inference)."""
+    model = model.to(device).eval()
+    return for_cpu_inference(model) if device.type == "cpu" else model
 
 
 def size_multiple(model: nn.Module) -> tuple[int, int]:

@@ -20,6 +20,7 @@ measured with ``benchmarks/bench_memory.py`` (docs/performance.md, "Memory").
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import weakref
 from dataclasses import dataclass
@@ -164,11 +165,17 @@ def _proc_kib(path: str, field: str) -> int:
     raise OSError(f"{path} has no {field}")
 
 
+def _checkpointing(model: nn.Module) -> bool | None:
+    """The model's ``activation_checkpointing`` setting, None for a model without one."""
+    return getattr(getattr(model, "config", None), "activation_checkpointing", None)
+
+
 @contextlib.contextmanager
 def _probing(model: nn.Module, checkpointing: bool):
     """Train mode and the checkpointing flag for the probe; the model's state, gradients and the RNG as they were."""
     was_training = model.training
-    flag = getattr(model, "activation_checkpointing", None)
+    config = getattr(model, "config", None)  # MaximConfig is frozen: the probe swaps in a copy
+    toggles = _checkpointing(model) is not None
     grads = {p: p.grad for p in model.parameters()}
     devices = [torch.cuda.current_device()] if torch.cuda.is_initialized() else []
     threads = torch.get_num_threads()
@@ -179,14 +186,14 @@ def _probing(model: nn.Module, checkpointing: bool):
             # 10x slower with 2 threads than with one on a loaded 2-core machine.
             torch.set_num_threads(1)
             model.train()
-            if flag is not None:
-                model.activation_checkpointing = checkpointing
+            if toggles:
+                model.config = dataclasses.replace(config, activation_checkpointing=checkpointing)
             yield
         finally:
             torch.set_num_threads(threads)
             model.train(was_training)
-            if flag is not None:
-                model.activation_checkpointing = flag
+            if toggles:
+                model.config = config
             for p, g in grads.items():
                 p.grad = g
 
@@ -235,7 +242,7 @@ def _needed(step: _StepModel, batch_size: int, patch: tuple[int, int]) -> int:
 def _estimate(module, batch_size, patch_size, in_channels, precision, device, activation_checkpointing):
     device = torch.device(device)
     checkpointing = bool(
-        getattr(module.model, "activation_checkpointing", False)
+        bool(_checkpointing(module.model))
         if activation_checkpointing is None
         else activation_checkpointing
     )
@@ -288,7 +295,7 @@ def check_step_memory(
         _smaller_batch(step, batch_size, patch, available),
         _smaller_patch(module.model, step, batch_size, patch, available),
     ]
-    if hasattr(module.model, "activation_checkpointing") and not estimate.activation_checkpointing:
+    if _checkpointing(module.model) is not None and not estimate.activation_checkpointing:
         with_checkpoints = _step_model(module, in_channels, precision, torch.device(device), True)
         options.append(
             f"model.activation_checkpointing=true needs ~{_gb(_needed(with_checkpoints, batch_size, patch))} GB"

@@ -54,7 +54,7 @@ from restore.cli import model_from_config, restore_options_of, wide_console
 from restore.data.io import IMAGE_EXTENSIONS, ImageReadError, decode_image, is_image_file, to_float, write_image
 from restore.data.layout import list_images
 from restore.errors import ConfigError, exit_on_user_error
-from restore.inference import pick_device, restore_image
+from restore.inference import pick_device, restore_image, to_inference
 from restore.models.convert import CheckpointError
 from restore.models.loading import load_model
 from restore.video import VIDEO_EXTENSIONS, is_video_file, list_videos, parts_folder, restore_video
@@ -245,7 +245,7 @@ def load_predictor(cfg: DictConfig) -> tuple[nn.Module, str, torch.device]:
     """The model of the config on its device, in eval mode, and its description."""
     model, description = model_for_prediction(cfg)
     device = pick_device(cfg.device)
-    return model.to(device).eval(), description, device
+    return to_inference(model, device), description, device
 
 
 def _restore_video_file(cfg, model, options, device, source: Path, target: Path, progress: Progress, frames: TaskID):

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from restore.data import build_dataset
+from restore.data.datamodule import DatasetSpec
 from restore.errors import ConfigError
-from restore.evaluation import EvalSet, RestoredInWorkers, check_noise_levels
+from restore.evaluation import RestoredInWorkers, check_noise_levels
 from restore.metrics import score
 from restore.models.bm3d import BM3D
 from tests.helpers import run_command
@@ -86,7 +87,7 @@ def test_evaluate_model_bm3d_beats_the_identity_row_on_the_same_noisy_images(tmp
 
 def test_bm3d_on_a_real_noise_set_is_refused_before_any_image_with_the_fix(tmp_path):
     with pytest.raises(ConfigError, match=r"known Gaussian noise level.*SIDD.*datasets=\[CBSD68,Kodak24\]"):
-        check_noise_levels(BM3D(), "BM3D", [EvalSet("SIDD", "SIDD", "test", tmp_path)])
+        check_noise_levels(BM3D(), "BM3D", [DatasetSpec("SIDD", "test", tmp_path, label="SIDD")])
 
 
 def test_evaluate_py_model_bm3d_uses_its_workers_and_writes_the_results_json(tmp_path):

@@ -86,7 +86,7 @@ def test_the_probe_leaves_the_model_and_the_random_state_alone(module):
     assert estimate_step_memory(
         module, batch_size=2, patch_size=64, activation_checkpointing=True
     ).activation_checkpointing
-    assert not module.model.training and not module.model.activation_checkpointing
+    assert not module.model.training and not module.model.config.activation_checkpointing
     assert all(p.grad is None for p in module.model.parameters())
     assert torch.equal(torch.get_rng_state(), rng)
     for key, value in module.model.state_dict().items():

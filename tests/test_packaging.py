@@ -81,7 +81,8 @@ def test_a_model_preset_is_read_from_the_installed_package(wheel_install, tmp_pa
         "import json, restore\n"
         "from restore.models.loading import build_preset\n"
         "model = build_preset('maxim_1s', features=8)\n"
-        "print(json.dumps({'file': restore.__file__, 'conf': str(restore.CONF_DIR), 'config': model.config}))\n"
+        "config = model.config.as_dict()\n"
+        "print(json.dumps({'file': restore.__file__, 'conf': str(restore.CONF_DIR), 'config': config}))\n"
     )
     done = run_installed(target, tmp_path, "-c", script)
     assert done.returncode == 0, done.stderr

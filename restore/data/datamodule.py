@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -38,19 +39,36 @@ from restore.metrics import Protocol
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """One validation or test dataset: ``{name, split, root, degradation, max_images, label, options...}``."""
+    """One set to score: a split of a benchmark, its degradation for clean-image sets, and its row name.
 
-    name: str
+    Validation and test sets of training (``data.val_sets``/``test_sets``) and the rows
+    of ``evaluate.py`` (one per noise level for clean-image sets) are both this.
+    """
+
+    name: str  # the benchmark, a key of restore.data.BENCHMARKS
     split: str
-    root: str | None
+    root: str | Path | None
     degradation: Any = None
     max_images: int | None = None
-    label: str = ""
+    label: str = ""  # the row's name: "GoPro", "SOTS indoor", "CBSD68 σ25"
     options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def protocol(self) -> Protocol:
         return get_benchmark(self.name).protocol
+
+    @property
+    def sigma(self) -> float | None:
+        """The Gaussian noise level of a synthetic-noise set, None for any other."""
+        degradation = self.degradation
+        if isinstance(degradation, Mapping) and degradation.get("name") == "gaussian_noise":
+            return degradation.get("sigma")
+        return None
+
+    @property
+    def folder(self) -> str:
+        """The label as a folder name: ``CBSD68_sigma25``, ``SOTS_indoor``."""
+        return self.label.replace(" σ", "_sigma").replace(" ", "_").replace("/", "_")
 
     def build(self, seed: int) -> RestorationDataset:
         return build_dataset(

@@ -6,9 +6,8 @@ then a plain ``F.linear`` over the last axis and LayerNorm needs no permute.
 Spatial convolutions see the same memory through an NCHW *view* whose strides
 are channels-last, which PyTorch's convolutions consume without a copy.
 
-Channel mixing and convolutions go through :func:`linear` and :meth:`Conv.forward`,
-which in CPU float32 inference call oneDNN kernels with the following GELU,
-leaky ReLU or residual add fused in (see :func:`onednn_inference`).
+Modules here compute with plain PyTorch ops; ``restore.models.fast`` swaps some
+of them for fused oneDNN kernels in CPU float32 inference, an opt-in step.
 
 Each composite module declares ``flax_names``: its sub-module paths mapped to
 the names the official checkpoint uses, so ``convert.py`` can walk the tree and
@@ -22,98 +21,10 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils import flop_counter
 
 # Flax defaults, which the official model relies on (docs/model.md, parity traps 4 and 5).
 LAYERNORM_EPS = 1e-6
 DENSE_INIT_STD = 0.02
-
-
-def onednn_inference(x: torch.Tensor) -> bool:
-    """Whether oneDNN's fused kernels may stand in for ATen's on ``x``.
-
-    ``torch.ops.mkldnn._linear_pointwise`` / ``_convolution_pointwise`` (the
-    kernels inductor uses on CPU) compute a linear map or convolution with a
-    GELU, leaky ReLU or residual add applied in the same pass. For the skinny
-    channel GEMMs of MAXIM (tens of channels, 10^5 pixels) oneDNN is also
-    faster than the MKL GEMM behind ``F.linear``, and each fused activation or
-    add saves a pass over the output. They have no autograd, autocast does not
-    see them and exporters cannot translate them, so they serve eager float32
-    CPU inference only. Under ``torch.compile`` the plain ops are traced and
-    inductor fuses them itself; a TorchScript or ONNX trace records the plain
-    ops; ``torch.backends.mkldnn.flags(enabled=False)`` turns them off.
-    """
-    return (
-        not torch.compiler.is_compiling()  # first: dynamo folds it and reads no further
-        and not torch.jit.is_tracing()
-        and _HAS_ONEDNN_POINTWISE
-        and torch.backends.mkldnn.enabled
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and not torch.is_grad_enabled()
-        and not torch.is_autocast_enabled("cpu")
-    )
-
-
-_HAS_ONEDNN_POINTWISE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-
-
-def _linear_pointwise_flops(x_shape, *args, out_shape=None, **kwargs) -> int:
-    # .default: (X, W, B, attr, scalars, algorithm); .binary: (X, other, W, B, attr)
-    weight_shape = args[0] if len(args) == 5 else args[1]
-    return 2 * math.prod(x_shape[:-1]) * weight_shape[0] * weight_shape[1]
-
-
-def _convolution_pointwise_flops(x_shape, *args, out_shape=None, **kwargs) -> int:
-    # .default: (X, W, B, padding, ...) with 10 arguments; .binary: (X, other, W, B, ...) with 13
-    weight_shape = args[0] if len(args) == 9 else args[1]
-    return flop_counter.conv_flop_count(x_shape, weight_shape, out_shape)
-
-
-# FlopCounterMode counts the fused kernels like the ATen ops they replace.
-if _HAS_ONEDNN_POINTWISE:
-    for _op, _formula in [
-        (torch.ops.mkldnn._linear_pointwise, _linear_pointwise_flops),
-        (torch.ops.mkldnn._convolution_pointwise, _convolution_pointwise_flops),
-    ]:
-        if _op not in flop_counter.flop_registry:
-            flop_counter.register_flop_formula(_op)(_formula)
-
-
-def _active(dropout: nn.Module | None) -> bool:
-    return dropout is not None and dropout.training and dropout.p > 0
-
-
-def linear(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    *,
-    activation: str | None = None,
-    residual: torch.Tensor | None = None,
-    dropout: nn.Module | None = None,
-) -> torch.Tensor:
-    """``residual + dropout(act(x @ weight.T + bias))`` over the last axis.
-
-    ``activation`` is None or "gelu" (tanh approximation); ``weight`` may be a
-    1x1 convolution's (out, in, 1, 1) kernel. Fused into one oneDNN kernel
-    where :func:`onednn_inference` allows and dropout is inactive.
-    """
-    weight = weight.flatten(1)
-    if onednn_inference(x) and not _active(dropout) and not (activation and residual is not None):
-        if residual is not None:
-            return torch.ops.mkldnn._linear_pointwise.binary(x, residual, weight, bias, "add")
-        if activation == "gelu":
-            return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu", [], "tanh")
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-    out = F.linear(x, weight, bias)
-    if activation == "gelu":
-        out = gelu(out)
-    elif activation is not None:
-        raise ValueError(f"linear: unknown activation {activation!r} (expected None or 'gelu')")
-    if dropout is not None:
-        out = dropout(out)
-    return out if residual is None else residual + out
 
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
@@ -132,12 +43,15 @@ def dense(in_features: int, out_features: int, use_bias: bool, init: str = "norm
     or ``"lecun"`` (Flax's default kernel init, used where the official code
     passes no initializer).
     """
-    layer = nn.Linear(in_features, out_features, bias=use_bias)
+    return init_dense_(nn.Linear(in_features, out_features, bias=use_bias), init)
+
+
+def init_dense_(layer: nn.Linear, init: str) -> nn.Linear:
     if init == "normal":
         nn.init.normal_(layer.weight, std=DENSE_INIT_STD)
     else:
-        lecun_normal_(layer.weight, fan_in=in_features)
-    if use_bias:
+        lecun_normal_(layer.weight, fan_in=layer.in_features)
+    if layer.bias is not None:
         nn.init.zeros_(layer.bias)
     return layer
 
@@ -168,30 +82,9 @@ class Conv(nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=1, bias=use_bias)
         _init_conv(self, in_channels * kernel_size * kernel_size)
 
-    def forward(
-        self, x: torch.Tensor, negative_slope: float | None = None, residual: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """``residual + leaky_relu(conv(x), negative_slope)``, each part optional;
-        fused into one oneDNN kernel in CPU float32 inference."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (B, H, W, C) -> NCHW view (channels-last strides) -> conv -> (B, H', W', C')
-        nchw = x.permute(0, 3, 1, 2)
-        if onednn_inference(x) and not (negative_slope is not None and residual is not None):
-            geometry = (list(self.padding), list(self.stride), list(self.dilation), self.groups)
-            if residual is not None:
-                out = torch.ops.mkldnn._convolution_pointwise.binary(
-                    nchw, residual.permute(0, 3, 1, 2), self.weight, self.bias, *geometry, "add", None, None, [], None
-                )
-            elif negative_slope is not None:
-                out = torch.ops.mkldnn._convolution_pointwise(
-                    nchw, self.weight, self.bias, *geometry, "leaky_relu", [negative_slope], ""
-                )
-            else:
-                out = torch.ops.mkldnn._convolution_pointwise(nchw, self.weight, self.bias, *geometry, "none", [], "")
-            return out.permute(0, 2, 3, 1)
-        out = super().forward(nchw).permute(0, 2, 3, 1)
-        if negative_slope is not None:
-            out = F.leaky_relu(out, negative_slope, inplace=True)
-        return out if residual is None else residual + out
+        return super().forward(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
 
 class Conv1x1(nn.Conv2d):
@@ -206,7 +99,7 @@ class Conv1x1(nn.Conv2d):
         _init_conv(self, in_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias)
+        return F.linear(x, self.weight.flatten(1), self.bias)
 
 
 class ConvTransposeUp(nn.ConvTranspose2d):
@@ -288,52 +181,39 @@ def _triangle_taps(factor: int, out_size: int, like: torch.Tensor) -> tuple[torc
     return taps.to(like.dtype), (1 / (taps * inside).sum(1)).to(like.dtype)
 
 
-def mix_tokens(tokens: torch.Tensor, dense: nn.Linear) -> torch.Tensor:
-    """Apply ``dense`` along the token axis of (T, N, C) ``tokens`` as one GEMM;
-    the bias is indexed by the output token."""
-    flat = tokens.reshape(tokens.shape[0], -1)  # (T, N*C); a copy only for a strided channel half
-    if onednn_inference(flat):
-        # weight @ flat as oneDNN's linear map of the (T, T) weight by flat^T (a view):
-        # 1.3-1.7x the throughput of MKL's GEMM for these shapes on 2 cores.
-        mixed = torch.ops.mkldnn._linear_pointwise(dense.weight, flat.t(), None, "none", [], "")
-        if dense.bias is not None:
-            mixed.add_(dense.bias[:, None])
-        return mixed.view(tokens.shape[0], -1, tokens.shape[-1])
-    if dense.bias is None:
-        return (dense.weight @ flat).view(tokens.shape[0], -1, tokens.shape[-1])
-    return torch.addmm(dense.bias[:, None], dense.weight, flat).view(tokens.shape[0], -1, tokens.shape[-1])
+class TokenDense(nn.Linear):
+    """A Dense along the token axis of (T, N, C) tokens (the gMLP's spatial projection).
+
+    One GEMM with the (T, T) weight on the left of the tokens flattened to
+    (T, N*C), the bias indexed by the output token; initialised as the official
+    spatial Dense (N(0, 0.02), zero bias).
+    """
+
+    def __init__(self, tokens: int, use_bias: bool = True):
+        super().__init__(tokens, tokens, bias=use_bias)
+        init_dense_(self, "normal")
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        flat = tokens.reshape(tokens.shape[0], -1)  # (T, N*C); a copy only for a strided channel half
+        mixed = self.weight @ flat if self.bias is None else torch.addmm(self.bias[:, None], self.weight, flat)
+        return mixed.view(tokens.shape)
 
 
-def linear_of_concat(
-    parts: list[torch.Tensor],
-    dense: nn.Module,
-    *,
-    residual: torch.Tensor | None = None,
-    dropout: nn.Module | None = None,
-) -> torch.Tensor:
-    """``residual + dropout(dense(torch.cat(parts, -1)))`` without building the
-    concatenation.
+def linear_of_concat(parts: list[torch.Tensor], dense: nn.Module) -> torch.Tensor:
+    """``dense(torch.cat(parts, -1))`` without building the concatenation.
 
     ``dense`` is an ``nn.Linear`` or a ``Conv1x1``. Its weight is split by input
-    columns; the first part's product carries the bias and the products of the
-    others are accumulated onto it: by the GEMM (``addmm``), or, in oneDNN
-    inference, as each kernel's fused residual add.
+    columns: the first part's product carries the bias and the GEMM (``addmm``)
+    accumulates the others onto it. In training this also keeps autograd from
+    storing a concatenated copy of parts it already holds.
     """
     weights = dense.weight.flatten(1).split([p.shape[-1] for p in parts], dim=1)
-    if onednn_inference(parts[0]) and not _active(dropout):
-        out = linear(parts[0], weights[0].contiguous(), dense.bias, residual=residual)
-        for part, weight in zip(parts[1:], weights[1:]):
-            out = linear(part, weight.contiguous(), residual=out)
-        return out
     out = F.linear(parts[0], weights[0], dense.bias)
     flat = out.view(-1, out.shape[-1])
     for part, weight in zip(parts[1:], weights[1:]):
         # Out of place: the ONNX exporter mistranslates in-place updates through views.
         flat = torch.addmm(flat, part.reshape(-1, part.shape[-1]), weight.t())
-    out = flat.view(out.shape)
-    if dropout is not None:
-        out = dropout(out)
-    return out if residual is None else residual + out
+    return flat.view(out.shape)
 
 
 class MlpBlock(nn.Module):
@@ -348,8 +228,7 @@ class MlpBlock(nn.Module):
         self.fc2 = dense(mlp_dim, channels, use_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = linear(x, self.fc1.weight, self.fc1.bias, activation="gelu")
-        return linear(self.dropout(y), self.fc2.weight, self.fc2.bias)
+        return self.fc2(self.dropout(gelu(self.fc1(x))))
 
 
 class CALayer(nn.Module):
@@ -386,7 +265,7 @@ class RCAB(nn.Module):
         self.channel_attention = CALayer(features, reduction, use_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv2(self.conv1(self.norm(x), negative_slope=self.lrelu_slope))
+        y = self.conv2(F.leaky_relu(self.conv1(self.norm(x)), self.lrelu_slope))
         return torch.addcmul(x, y, self.channel_attention.scale(y))  # x + channel_attention(y)
 
 

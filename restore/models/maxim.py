@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from restore.models.config import MaximConfig
-from restore.models.layers import Conv, Conv1x1, ConvTransposeUp, UpSampleRatio, dense, layer_norm, linear, resize
+from restore.models.layers import Conv, Conv1x1, ConvTransposeUp, UpSampleRatio, dense, gelu, layer_norm, resize
 from restore.models.mixers import Level
 from restore.models.partition import Size2
 
@@ -74,12 +74,11 @@ class CrossGatingBlock(nn.Module):
         if self.upsample_y is not None:
             y = self.upsample_y(y)
         shortcut_x, shortcut_y = self.project_x(x), self.project_y(y)
-        x = linear(self.norm_x(shortcut_x), self.in_project_x.weight, self.in_project_x.bias, activation="gelu")
-        y = linear(self.norm_y(shortcut_y), self.in_project_y.weight, self.in_project_y.bias, activation="gelu")
+        x = gelu(self.in_project_x(self.norm_x(shortcut_x)))
+        y = gelu(self.in_project_y(self.norm_y(shortcut_y)))
         gate_x, gate_y = self.gating_x(x), self.gating_y(y)
-        out_y, out_x = self.out_project_y, self.out_project_x
-        y = linear(y * gate_x, out_y.weight, out_y.bias, residual=shortcut_y, dropout=self.dropout)
-        x = linear(x * gate_y, out_x.weight, out_x.bias, residual=shortcut_x + y, dropout=self.dropout)
+        y = shortcut_y + self.dropout(self.out_project_y(y * gate_x))
+        x = shortcut_x + y + self.dropout(self.out_project_x(x * gate_y))
         return x, y
 
 
@@ -127,7 +126,9 @@ class SAM(nn.Module):
         self.attention_conv = Conv(output_channels, features, use_bias=use_bias)
 
     def forward(self, x: torch.Tensor, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        restored = self.image_conv(x, residual=image if self.output_channels == 3 else None)
+        restored = self.image_conv(x)
+        if self.output_channels == 3:
+            restored = restored + image
         attention = torch.sigmoid(self.attention_conv(restored))
         return torch.addcmul(x, self.feature_conv(x), attention), restored
 
@@ -366,7 +367,7 @@ class MaximStage(nn.Module):
             x = decoded[i] = run(self.decoders[i], x, signal)
             if i < len(features):
                 if self.is_last:
-                    outputs.append(self.heads[i](x, residual=shortcuts[i]))
+                    outputs.append(self.heads[i](x) + shortcuts[i])
                 else:
                     sam[i], image = self.heads[i](x, shortcuts[i])
                     outputs.append(image)
@@ -404,6 +405,8 @@ class MAXIM(nn.Module):
     the coarsest scale to full resolution. :meth:`final_output` picks the
     restored image, ``outputs[-1][-1]``.
     """
+
+    config_class = MaximConfig  # what a config's fields are checked against (restore.config_types)
 
     def __init__(self, config: MaximConfig | None = None, **fields):
         super().__init__()

@@ -1,15 +1,16 @@
 """The fast paths compute what the plain formulation computes.
 
-Each optimisation in ``layers.py`` / ``maxim.py`` is checked against an
+Each optimisation in ``layers.py`` / ``fast.py`` is checked against an
 independent reference: the token mixing against a per-window Python loop,
-the resizes against ``F.interpolate`` with ``antialias=True``, oneDNN's fused
-kernels against the plain ATen ops. The model-level checks cover activation
+the resizes against ``F.interpolate`` with ``antialias=True``, the oneDNN
+kernels that ``for_cpu_inference`` swaps in against the plain ATen ops. The model-level checks cover activation
 checkpointing (memory and gradients), ``torch.compile`` (no graph breaks),
 channels_last inputs and bf16 autocast.
 """
 
 from __future__ import annotations
 
+import copy
 import sys
 
 import pytest
@@ -20,7 +21,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from restore.export import PaddedRestorer
 from restore.models import MAXIM
-from restore.models.layers import dense, linear_of_concat, mix_tokens, resize
+from restore.models.fast import for_cpu_inference
+from restore.models.layers import TokenDense, dense, linear_of_concat, resize
 from restore.models.partition import block_partition, block_unpartition, grid_partition, grid_unpartition
 from tests.helpers import ROOT, TINY_MAXIM
 
@@ -53,20 +55,24 @@ def mix_tokens_by_loop(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     return out
 
 
+@pytest.mark.parametrize("onednn", [False, True], ids=["plain", "onednn"])
 @pytest.mark.parametrize("across_windows", [False, True])
-def test_token_mixing_matches_a_loop_over_windows(across_windows):
+def test_token_mixing_matches_a_loop_over_windows(across_windows, onednn):
     torch.manual_seed(0)
     x = torch.randn(2, 12, 20, 3)
     window = (3, 4)
     # block: the 3*4 pixels of a window; grid: the 4*5 windows seen at one offset
     tokens = 3 * 4 if not across_windows else 4 * 5
-    layer = dense(tokens, tokens, use_bias=True)
+    layer = TokenDense(tokens, use_bias=True)
     torch.nn.init.normal_(layer.bias)
-    if across_windows:
-        grid = (12 // 3, 20 // 4)
-        restored = grid_unpartition(mix_tokens(grid_partition(x, grid), layer), x.shape, grid)
-    else:
-        restored = block_unpartition(mix_tokens(block_partition(x, window), layer), x.shape, window)
+    if onednn:
+        for_cpu_inference(layer)
+    with torch.no_grad():
+        if across_windows:
+            grid = (12 // 3, 20 // 4)
+            restored = grid_unpartition(layer(grid_partition(x, grid)), x.shape, grid)
+        else:
+            restored = block_unpartition(layer(block_partition(x, window)), x.shape, window)
     restored = restored.reshape(x.shape)
     reference = mix_tokens_by_loop(x, layer.weight, layer.bias, window, across_windows)
     torch.testing.assert_close(restored, reference, rtol=1e-5, atol=1e-5)
@@ -122,47 +128,68 @@ def test_linear_of_concat_equals_the_dense_of_the_concatenation():
     torch.testing.assert_close(linear_of_concat(parts, layer), layer(torch.cat(parts, dim=-1)))
 
 
-def test_fused_inference_kernels_match_the_autograd_path_and_count_the_same_macs(tiny_maxim):
-    # Without autograd, CPU float32 runs oneDNN's fused kernels; with it, plain ATen ops.
+ONEDNN_OPS = {"mkldnn._linear_pointwise", "mkldnn._convolution_pointwise"}
+
+
+def ops_and_macs(run) -> tuple[set[str], int]:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        run()
+    return set(map(str, counter.get_flop_counts()["Global"])), counter.get_total_flops()
+
+
+def test_the_onednn_pass_keeps_the_weights_and_outputs_and_counts_the_same_macs(tiny_maxim):
     x = torch.rand(1, 3, 32, 64)
-    results = {}
-    for grad in (False, True):
-        counter = FlopCounterMode(display=False)
-        with counter, torch.set_grad_enabled(grad):
-            outputs = tiny_maxim(x)
-        results[grad] = (outputs, counter.get_total_flops(), set(map(str, counter.get_flop_counts()["Global"])))
-    (fused, fused_flops, fused_ops), (plain, plain_flops, plain_ops) = results[False], results[True]
-    onednn_ops = {"mkldnn._linear_pointwise", "mkldnn._convolution_pointwise"}
+    fast = for_cpu_inference(copy.deepcopy(tiny_maxim))
+    assert fast.state_dict().keys() == tiny_maxim.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(fast.state_dict().values(), tiny_maxim.state_dict().values()))
+    swapped = {type(m).__name__ for m in fast.modules()} - {type(m).__name__ for m in tiny_maxim.modules()}
+    assert swapped == {"OneDnnLinear", "OneDnnConv1x1", "OneDnnConv", "OneDnnTokenDense"}
+    with torch.no_grad():
+        plain_ops, plain_macs = ops_and_macs(lambda: tiny_maxim(x))
+        fast_ops, fast_macs = ops_and_macs(lambda: fast(x))
+        plain, fused = tiny_maxim(x), fast(x)
     if torch.backends.mkldnn.is_available():  # every x86-64 and aarch64 Linux build of torch
-        assert fused_ops >= onednn_ops
-    assert not plain_ops & onednn_ops
-    assert fused_flops == plain_flops > 0
+        assert fast_ops >= ONEDNN_OPS
+    assert not plain_ops & ONEDNN_OPS
+    assert fast_macs == plain_macs > 0
     for stage_f, stage_p in zip(fused, plain):
         for f, p in zip(stage_f, stage_p):
-            torch.testing.assert_close(f, p.detach(), rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(f, p, rtol=1e-5, atol=1e-5)
+
+
+def test_the_onednn_pass_leaves_training_to_the_plain_ops_with_the_same_gradients(tiny_maxim):
+    x = torch.rand(1, 3, 32, 64)
+    fast = for_cpu_inference(copy.deepcopy(tiny_maxim))
+    grads = []
+    for model in (tiny_maxim, fast):
+        model.zero_grad()
+        ops, _ = ops_and_macs(lambda model=model: sum(o.mean() for o in model(x)[-1]).backward())
+        assert not ops & ONEDNN_OPS
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=0, atol=0, msg=name)
 
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning")
-def test_fused_kernels_stay_out_of_autocast_other_dtypes_and_traces(tiny_maxim):
+def test_the_onednn_kernels_stay_out_of_autocast_other_dtypes_and_traces(tiny_maxim):
     # Where they are not exactly valid or not wanted the plain ops run: bfloat16 autocast,
     # oneDNN switched off, float64, and TorchScript/ONNX tracing (exportable ops only).
     x = torch.rand(1, 3, 32, 64)
+    fast = for_cpu_inference(tiny_maxim)
 
     def ops(run) -> set[str]:
-        counter = FlopCounterMode(display=False)
-        with counter, torch.no_grad():
-            run()
-        return set(map(str, counter.get_flop_counts()["Global"]))
+        with torch.no_grad():
+            return ops_and_macs(run)[0]
 
-    onednn_ops = {"mkldnn._linear_pointwise", "mkldnn._convolution_pointwise"}
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not ops(lambda: tiny_maxim(x)) & onednn_ops
+        assert not ops(lambda: fast(x)) & ONEDNN_OPS
     with torch.backends.mkldnn.flags(enabled=False):
-        assert not ops(lambda: tiny_maxim(x)) & onednn_ops
-    assert not ops(lambda: tiny_maxim.double()(x.double())) & onednn_ops
-    tiny_maxim.float()
+        assert not ops(lambda: fast(x)) & ONEDNN_OPS
+    assert not ops(lambda: fast.double()(x.double())) & ONEDNN_OPS
+    fast.float()
     with torch.no_grad():
-        graph = str(torch.jit.trace(PaddedRestorer(tiny_maxim), x, check_trace=False).inlined_graph)
+        graph = str(torch.jit.trace(PaddedRestorer(fast), x, check_trace=False).inlined_graph)
     assert "aten::linear" in graph and "mkldnn" not in graph
 
 

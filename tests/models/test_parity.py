@@ -9,6 +9,7 @@ bound would hide them (docs/model.md, parity trap 5).
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 
@@ -18,6 +19,7 @@ import torch
 
 from restore.models import load_official
 from restore.models.convert import flax_modules
+from restore.models.fast import for_cpu_inference
 from tests.helpers import shared_path
 
 ATOL = 1e-5
@@ -39,11 +41,14 @@ def nchw(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(array).permute(0, 3, 1, 2)
 
 
-# Inference runs oneDNN's fused kernels, training the plain ATen ops (layers.onednn_inference).
-@pytest.mark.parametrize("grad", [False, True], ids=["inference", "autograd"])
-def test_every_output_of_every_stage_matches_the_official_model(fixture, grad):
+# The plain model without and with autograd, and with oneDNN's kernels swapped in (what
+# predict and evaluate run on the CPU).
+@pytest.mark.parametrize("path", ["inference", "autograd", "onednn"])
+def test_every_output_of_every_stage_matches_the_official_model(fixture, path):
     model, data = fixture
-    with torch.set_grad_enabled(grad):
+    if path == "onednn":
+        model = for_cpu_inference(copy.deepcopy(model))
+    with torch.set_grad_enabled(path == "autograd"):
         outputs = [[out.detach() for out in stage] for stage in model(nchw(data["__fixture__/input"]))]
     assert len(outputs) == 2 and all(len(stage) == 3 for stage in outputs)
     worst = 0.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from restore.models.layers import dense, layer_norm, linear, linear_of_concat, mix_tokens
+from restore.models.layers import TokenDense, dense, gelu, layer_norm, linear_of_concat
 from restore.models.mixers.base import Level
 from restore.models.partition import Size2, block_partition, block_unpartition, grid_partition, grid_unpartition
 
@@ -33,12 +33,12 @@ class GatingUnit(nn.Module):
         self.size = size
         self.partition, self.unpartition = PARTITIONS[axis]
         self.norm = layer_norm(channels // 2)
-        self.spatial = dense(size[0] * size[1], size[0] * size[1], use_bias)
+        self.spatial = TokenDense(size[0] * size[1], use_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         u, v = x.chunk(2, dim=-1)
         # LayerNorm is per pixel, so it runs after the copy into the token layout.
-        mixed = mix_tokens(self.norm(self.partition(v, self.size)), self.spatial)  # (T, N, C/2)
+        mixed = self.spatial(self.norm(self.partition(v, self.size)))  # (T, N, C/2)
         # u * (mixed + 1) as u + u * mixed, reading mixed back through a view.
         mixed = self.unpartition(mixed, u.shape, self.size)  # (B, gh, fh, gw, fw, C/2)
         tiled_u = u.view(mixed.shape)
@@ -77,8 +77,8 @@ class GmlpLayer(nn.Module):
         self.dropout = nn.Dropout(dropout_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.gating(linear(self.norm(x), self.in_project.weight, self.in_project.bias, activation="gelu"))
-        return linear(y, self.out_project.weight, self.out_project.bias, residual=x, dropout=self.dropout)
+        y = self.gating(gelu(self.in_project(self.norm(x))))
+        return x + self.dropout(self.out_project(y))
 
 
 class MultiAxisGmlpBlock(nn.Module):
@@ -114,9 +114,8 @@ class MultiAxisGmlpBlock(nn.Module):
         self.dropout = nn.Dropout(dropout_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = linear(self.norm(x), self.in_project.weight, self.in_project.bias, activation="gelu")
-        u, v = y.chunk(2, dim=-1)
-        return linear_of_concat([self.grid(u), self.block(v)], self.out_project, residual=x, dropout=self.dropout)
+        u, v = gelu(self.in_project(self.norm(x))).chunk(2, dim=-1)
+        return x + self.dropout(linear_of_concat([self.grid(u), self.block(v)], self.out_project))
 
 
 class SpatialGatingWeights(nn.Module):
@@ -143,8 +142,8 @@ class SpatialGatingWeights(nn.Module):
         self.norm = layer_norm(channels)
         # The official callers never override this block's input_proj_factor (2).
         self.in_project = dense(channels, 2 * channels, use_bias, init="lecun")
-        self.grid = dense(grid_size[0] * grid_size[1], grid_size[0] * grid_size[1], use_bias)
-        self.block = dense(block_size[0] * block_size[1], block_size[0] * block_size[1], use_bias)
+        self.grid = TokenDense(grid_size[0] * grid_size[1], use_bias)
+        self.block = TokenDense(block_size[0] * block_size[1], use_bias)
         if use_bias:
             nn.init.ones_(self.grid.bias)
             nn.init.ones_(self.block.bias)
@@ -152,19 +151,10 @@ class SpatialGatingWeights(nn.Module):
         self.dropout = nn.Dropout(dropout_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = linear(self.norm(x), self.in_project.weight, self.in_project.bias, activation="gelu")
-        u, v = y.chunk(2, dim=-1)
-        u = mix_tokens(grid_partition(u, self.grid_size), self.grid)  # (Gh*Gw, B*fh*fw, C)
-        v = mix_tokens(block_partition(v, self.block_size), self.block)  # (fh*fw, B*gh*gw, C)
-        # out_project(cat([u, v])) split by input columns; being per pixel, each half is
-        # projected in its own token layout. The grid half is copied back to (B, H, W, C)
-        # and the block half, read through a view, added to it (out of place: the ONNX
-        # exporter mistranslates in-place updates through views).
-        weight_u, weight_v = self.out_project.weight.chunk(2, dim=1)
-        out = grid_unpartition(linear(u, weight_u.contiguous()), x.shape, self.grid_size).reshape(x.shape)
-        v = block_unpartition(linear(v, weight_v.contiguous(), self.out_project.bias), x.shape, self.block_size)
-        out = out.view(v.shape) + v
-        return self.dropout(out.reshape(x.shape))
+        u, v = gelu(self.in_project(self.norm(x))).chunk(2, dim=-1)
+        u = grid_unpartition(self.grid(grid_partition(u, self.grid_size)), x.shape, self.grid_size)
+        v = block_unpartition(self.block(block_partition(v, self.block_size)), x.shape, self.block_size)
+        return self.dropout(linear_of_concat([u.reshape(x.shape), v.reshape(x.shape)], self.out_project))
 
 
 def build(channels: int, level: Level) -> MultiAxisGmlpBlock:
