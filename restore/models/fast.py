@@ -1,7 +1,7 @@
 """oneDNN kernels for CPU float32 inference: an opt-in pass over a built model.
 
-``for_cpu_inference(model)`` changes, in place, the class of each dense layer,
-token mixer and convolution of the MAXIM family to a subclass whose forward
+``for_cpu_inference(model)`` changes, in place, the class of each dense layer
+(GELU included where one follows), token mixer and convolution of the MAXIM family to a subclass whose forward
 calls oneDNN's pointwise kernels (``torch.ops.mkldnn._linear_pointwise`` and
 ``_convolution_pointwise``, the kernels inductor itself emits on CPU). For the
 skinny channel GEMMs of MAXIM (tens of channels, 10^5 pixels) and its (T, T)
@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.utils import flop_counter
 
-from restore.models.layers import Conv, Conv1x1, TokenDense
+from restore.models.layers import Conv, Conv1x1, DenseGELU, TokenDense
 
 _HAS_POINTWISE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
@@ -51,6 +51,15 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
 class OneDnnLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _linear(x, self.weight, self.bias) if onednn_applies(x) else super().forward(x)
+
+
+class OneDnnDenseGELU(DenseGELU):
+    """The GELU (tanh approximation) applied inside the kernel, in the same pass over the output."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not onednn_applies(x):
+            return super().forward(x)
+        return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "gelu", [], "tanh")
 
 
 class OneDnnConv1x1(Conv1x1):
@@ -81,7 +90,13 @@ class OneDnnTokenDense(TokenDense):
 
 
 # Exact classes only: a subclass of one of these may compute something else.
-_SWAPS = {nn.Linear: OneDnnLinear, Conv1x1: OneDnnConv1x1, Conv: OneDnnConv, TokenDense: OneDnnTokenDense}
+_SWAPS = {
+    nn.Linear: OneDnnLinear,
+    DenseGELU: OneDnnDenseGELU,
+    Conv1x1: OneDnnConv1x1,
+    Conv: OneDnnConv,
+    TokenDense: OneDnnTokenDense,
+}
 
 
 def for_cpu_inference(model: nn.Module) -> nn.Module:

@@ -36,14 +36,30 @@ def layer_norm(channels: int) -> nn.LayerNorm:
     return nn.LayerNorm(channels, eps=LAYERNORM_EPS)
 
 
-def dense(in_features: int, out_features: int, use_bias: bool, init: str = "normal") -> nn.Linear:
-    """A Flax ``Dense`` over the last axis, initialised the official way.
+def dense(
+    in_features: int, out_features: int, use_bias: bool, init: str = "normal", then_gelu: bool = False
+) -> nn.Linear:
+    """A Flax ``Dense`` over the last axis, initialised the official way; with
+    ``then_gelu`` followed by GELU (:class:`DenseGELU`).
 
     ``init`` is ``"normal"`` (N(0, 0.02), the official ``weight_initializer``)
     or ``"lecun"`` (Flax's default kernel init, used where the official code
     passes no initializer).
     """
-    return init_dense_(nn.Linear(in_features, out_features, bias=use_bias), init)
+    layer = (DenseGELU if then_gelu else nn.Linear)(in_features, out_features, bias=use_bias)
+    return init_dense_(layer, init)
+
+
+class DenseGELU(nn.Linear):
+    """A Dense followed by GELU, the official ``nn.Dense(...)(x); nn.gelu(x)``.
+
+    One module rather than two calls so that ``restore.models.fast`` can run the
+    pair as one oneDNN kernel: the GELU of MAXIM's wide input projections is a
+    full pass over their output (measured: 12-15% of a CPU forward).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return gelu(super().forward(x))
 
 
 def init_dense_(layer: nn.Linear, init: str) -> nn.Linear:
@@ -223,12 +239,12 @@ class MlpBlock(nn.Module):
 
     def __init__(self, channels: int, mlp_dim: int, dropout_rate: float = 0.0, use_bias: bool = True):
         super().__init__()
-        self.fc1 = dense(channels, mlp_dim, use_bias)
+        self.fc1 = dense(channels, mlp_dim, use_bias, then_gelu=True)
         self.dropout = nn.Dropout(dropout_rate)
         self.fc2 = dense(mlp_dim, channels, use_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.dropout(gelu(self.fc1(x))))
+        return self.fc2(self.dropout(self.fc1(x)))
 
 
 class CALayer(nn.Module):

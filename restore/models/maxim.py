@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from restore.models.config import MaximConfig
-from restore.models.layers import Conv, Conv1x1, ConvTransposeUp, UpSampleRatio, dense, gelu, layer_norm, resize
+from restore.models.layers import Conv, Conv1x1, ConvTransposeUp, UpSampleRatio, dense, layer_norm, resize
 from restore.models.mixers import Level
 from restore.models.partition import Size2
 
@@ -62,8 +62,8 @@ class CrossGatingBlock(nn.Module):
         self.project_x = Conv1x1(x_channels, features, use_bias)
         self.project_y = Conv1x1(features if upsample_y else y_channels, features, use_bias)
         self.norm_x, self.norm_y = layer_norm(features), layer_norm(features)
-        self.in_project_x = dense(features, features, use_bias, init="lecun")
-        self.in_project_y = dense(features, features, use_bias, init="lecun")
+        self.in_project_x = dense(features, features, use_bias, init="lecun", then_gelu=True)
+        self.in_project_y = dense(features, features, use_bias, init="lecun", then_gelu=True)
         self.gating_x = level.family.gate(features, level)
         self.gating_y = level.family.gate(features, level)
         self.out_project_x = dense(features, features, use_bias, init="lecun")
@@ -74,8 +74,8 @@ class CrossGatingBlock(nn.Module):
         if self.upsample_y is not None:
             y = self.upsample_y(y)
         shortcut_x, shortcut_y = self.project_x(x), self.project_y(y)
-        x = gelu(self.in_project_x(self.norm_x(shortcut_x)))
-        y = gelu(self.in_project_y(self.norm_y(shortcut_y)))
+        x = self.in_project_x(self.norm_x(shortcut_x))
+        y = self.in_project_y(self.norm_y(shortcut_y))
         gate_x, gate_y = self.gating_x(x), self.gating_y(y)
         y = shortcut_y + self.dropout(self.out_project_y(y * gate_x))
         x = shortcut_x + y + self.dropout(self.out_project_x(x * gate_y))

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from restore.models.layers import DENSE_INIT_STD, MlpBlock, dense, gelu, layer_norm
+from restore.models.layers import DENSE_INIT_STD, MlpBlock, dense, layer_norm
 from restore.models.mixers.base import Level
 from restore.models.partition import (
     Size2,
@@ -252,14 +252,14 @@ class MultiAxisAttentionGate(nn.Module):
         super().__init__()
         self.block_size, self.grid_size = block_size, grid_size
         self.norm = layer_norm(channels)
-        self.in_project = dense(channels, 2 * channels, use_bias)
+        self.in_project = dense(channels, 2 * channels, use_bias, then_gelu=True)
         self.grid = SelfAttention(channels, grid_size, use_bias)
         self.block = SelfAttention(channels, block_size, use_bias)
         self.out_project = dense(2 * channels, channels, use_bias)
         self.dropout = nn.Dropout(dropout_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        u, v = gelu(self.in_project(self.norm(x))).chunk(2, dim=-1)
+        u, v = self.in_project(self.norm(x)).chunk(2, dim=-1)
         u = attend(self.grid, u, self.grid_size, True)
         v = attend(self.block, v, self.block_size, False)
         return self.dropout(self.out_project(torch.cat([u, v], dim=-1)))

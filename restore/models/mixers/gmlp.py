@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from restore.models.layers import TokenDense, dense, gelu, layer_norm, linear_of_concat
+from restore.models.layers import TokenDense, dense, layer_norm, linear_of_concat
 from restore.models.mixers.base import Level
 from restore.models.partition import Size2, block_partition, block_unpartition, grid_partition, grid_unpartition
 
@@ -71,13 +71,13 @@ class GmlpLayer(nn.Module):
             "out_project": "out_project",
         }
         self.norm = layer_norm(channels)
-        self.in_project = dense(channels, channels * factor, use_bias)
+        self.in_project = dense(channels, channels * factor, use_bias, then_gelu=True)
         self.gating = GatingUnit(channels * factor, size, axis, use_bias)
         self.out_project = dense(channels * factor // 2, channels, use_bias)
         self.dropout = nn.Dropout(dropout_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.gating(gelu(self.in_project(self.norm(x))))
+        y = self.gating(self.in_project(self.norm(x)))
         return x + self.dropout(self.out_project(y))
 
 
@@ -107,14 +107,14 @@ class MultiAxisGmlpBlock(nn.Module):
         super().__init__()
         inner = channels * input_proj_factor
         self.norm = layer_norm(channels)
-        self.in_project = dense(channels, inner, use_bias)
+        self.in_project = dense(channels, inner, use_bias, then_gelu=True)
         self.grid = GmlpLayer(inner // 2, grid_size, "grid", grid_gmlp_factor, dropout_rate, use_bias)
         self.block = GmlpLayer(inner // 2, block_size, "block", block_gmlp_factor, dropout_rate, use_bias)
         self.out_project = dense(inner, channels, use_bias)
         self.dropout = nn.Dropout(dropout_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        u, v = gelu(self.in_project(self.norm(x))).chunk(2, dim=-1)
+        u, v = self.in_project(self.norm(x)).chunk(2, dim=-1)
         return x + self.dropout(linear_of_concat([self.grid(u), self.block(v)], self.out_project))
 
 
@@ -141,7 +141,7 @@ class SpatialGatingWeights(nn.Module):
         self.block_size, self.grid_size = block_size, grid_size
         self.norm = layer_norm(channels)
         # The official callers never override this block's input_proj_factor (2).
-        self.in_project = dense(channels, 2 * channels, use_bias, init="lecun")
+        self.in_project = dense(channels, 2 * channels, use_bias, init="lecun", then_gelu=True)
         self.grid = TokenDense(grid_size[0] * grid_size[1], use_bias)
         self.block = TokenDense(block_size[0] * block_size[1], use_bias)
         if use_bias:
@@ -151,7 +151,7 @@ class SpatialGatingWeights(nn.Module):
         self.dropout = nn.Dropout(dropout_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        u, v = gelu(self.in_project(self.norm(x))).chunk(2, dim=-1)
+        u, v = self.in_project(self.norm(x)).chunk(2, dim=-1)
         u = grid_unpartition(self.grid(grid_partition(u, self.grid_size)), x.shape, self.grid_size)
         v = block_unpartition(self.block(block_partition(v, self.block_size)), x.shape, self.block_size)
         return self.dropout(linear_of_concat([u.reshape(x.shape), v.reshape(x.shape)], self.out_project))
