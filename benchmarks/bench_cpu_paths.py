@@ -53,6 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=2, help="timed passes per process (after a warm-up)")
     parser.add_argument("--malloc", choices=("retain", "default"), default="retain", help="as in bench_model.py")
     parser.add_argument("--name", help="machine name for the result files (default: the host name)")
+    parser.add_argument("--out", type=Path, help="results file (default: benchmarks/results/<name>_cpu_paths.json)")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "TREE"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -109,7 +110,7 @@ def main(argv=None) -> None:
     if args.child:
         print(json.dumps(child(*args.child, args)))
         return
-    from common import RESULTS, load_average, machine_name, run_facts, use_allocator
+    from common import load_average, machine_name, run_facts, use_allocator, write_results
 
     use_allocator(args.malloc)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -138,7 +139,7 @@ def main(argv=None) -> None:
             _run(("compile", str(ROOT)), [*passthrough, f"--repeats={args.rounds * args.repeats}"])
         ]
     for round_ in range(args.rounds):
-        for job in jobs:
+        for job in jobs if round_ % 2 == 0 else reversed(jobs):  # neither goes first every time
             timings[job].append(_run(job, passthrough))
             print(f"round {round_ + 1}/{args.rounds} {job[0]} ({job[1]}): {timings[job][-1]['seconds']}", flush=True)
     rows = []
@@ -155,9 +156,7 @@ def main(argv=None) -> None:
         )
     name = machine_name(args.name)
     out = {**run_facts(name, args, argv, load_before), "rows": rows}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}_cpu_paths.json"
-    path.write_text(json.dumps(out, indent=1) + "\n")
+    path = write_results(name, "cpu_paths", out, args.out)
     print(
         f"\n{args.model} {args.size}x{args.size} fp32 inference; training {args.train_model} "
         f"w{args.train_features} {args.train_patch}x{args.train_patch} x{args.train_batch}\n"
@@ -165,7 +164,7 @@ def main(argv=None) -> None:
     print("| variant | median s | passes |\n|---|---:|---:|")
     for row in rows:
         print(f"| {row['variant']} | {row['median_seconds']:.3f} | {len(row['seconds'])} |")
-    print(f"\nwritten: {path.relative_to(ROOT)}")
+    print(f"\nwritten: {path}")
 
 
 def _label(kind: str, tree: str) -> str:

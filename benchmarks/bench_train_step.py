@@ -19,12 +19,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import json
 import statistics
 import time
 
 import torch
-from common import RESULTS, add_machine_arguments, load_average, machine_name, run_facts, use_allocator
+from common import add_machine_arguments, load_average, machine_name, run_facts, use_allocator, write_results
 
 from restore.losses import MultiStageLoss
 from restore.models.loading import build_preset
@@ -120,9 +119,7 @@ def main(argv=None) -> int:
         "recipe": {"model": args.model, "features": args.features, "patch": args.patch, "batch": args.batch},
         "rows": rows,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"{name}_train_step.json"
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    out = write_results(name, "train_step", results)
     print(
         f"{results['cpu']}, {args.threads} threads; {args.model} features={args.features}, "
         f"{args.batch}x{args.patch}^2 patches, {args.repeats} rounds"

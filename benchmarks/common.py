@@ -8,6 +8,7 @@ they put the root on ``sys.path`` so ``restore`` imports without installing.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import re
@@ -147,3 +148,10 @@ def summary(seconds: list[float]) -> dict:
     return {"seconds": seconds, "seconds_min": min(seconds), "seconds_median": statistics.median(seconds)}
 
 
+def write_results(name: str, kind: str, results: dict, path: Path | None = None) -> Path:
+    """Write ``results`` to ``path``, by default ``benchmarks/results/<name>_<kind>.json``; return the path."""
+    if path is None:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path = RESULTS / f"{name}_{kind}.json"
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    return path

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, run_command
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_model  # noqa: E402
@@ -106,3 +106,31 @@ def test_the_port_comparison_says_how_to_get_the_port_when_it_is_missing(capsys,
     wrong.write_text("x = 1\n")
     with pytest.raises(SystemExit, match="no class MAXIM_dns_3s"):
         bench_port.load_port(wrong)
+
+
+def test_the_cpu_paths_run_side_by_side_with_another_checkout(tmp_path):
+    out = tmp_path / "paths.json"
+    done = run_command(
+        "benchmarks/bench_cpu_paths.py",
+        *("--model", "maxim_1s", "--size", "64", "--variants", "plain,onednn", "--before", str(ROOT)),
+        *("--train", "--train-features", "8", "--train-patch", "32", "--train-batch", "1"),
+        *("--rounds", "2", "--repeats", "1", "--threads", "1", "--out", str(out)),
+    )
+    assert done.returncode == 0, done.stderr
+    rows = {row["variant"]: row for row in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {
+        "plain",
+        "onednn",
+        "before: plain, as that checkout runs it",
+        "training step, this checkout",
+        "training step, before",
+    }
+    for row in rows.values():
+        assert len(row["seconds"]) == 2 and row["median_seconds"] > 0
+
+
+def test_the_cpu_paths_refuse_a_folder_that_is_no_checkout(tmp_path):
+    done = run_command("benchmarks/bench_cpu_paths.py", "--before", str(tmp_path), "--out", str(tmp_path / "x.json"))
+    assert done.returncode != 0
+    assert f"--before {tmp_path}: not a checkout of this repository" in done.stderr
+    assert not (tmp_path / "x.json").exists()

@@ -281,7 +281,7 @@ class RCAB(nn.Module):
         self.channel_attention = CALayer(features, reduction, use_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv2(F.leaky_relu(self.conv1(self.norm(x)), self.lrelu_slope))
+        y = self.conv2(F.leaky_relu(self.conv1(self.norm(x)), self.lrelu_slope, inplace=True))
         return torch.addcmul(x, y, self.channel_attention.scale(y))  # x + channel_attention(y)
 
 
