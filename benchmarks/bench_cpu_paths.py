@@ -68,7 +68,7 @@ def child(kind: str, tree: str, args: argparse.Namespace) -> dict:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    if kind == "train":
+    if kind.startswith("train"):
         from restore.losses import MultiStageLoss
 
         model = build_preset(args.train_model, features=args.train_features).train()
@@ -125,7 +125,7 @@ def main(argv=None) -> None:
         sys.exit("--variants before needs --before DIR")
     jobs = [(v, str(args.before if v == "before" else ROOT)) for v in variants if v != "compile"]
     if args.train:
-        jobs += [("train", str(ROOT))] + ([("train", str(args.before))] if args.before else [])
+        jobs += [("train", str(ROOT))] + ([("train_before", str(args.before))] if args.before else [])
     load_before = load_average()
     passthrough = [
         f"--{k.replace('_', '-')}={v}"
@@ -147,7 +147,7 @@ def main(argv=None) -> None:
         seconds = [s for run in runs for s in run["seconds"]]
         rows.append(
             {
-                "variant": _label(kind, tree),
+                "variant": _label(kind),
                 "tree": tree,
                 "median_seconds": statistics.median(seconds),
                 "seconds": seconds,
@@ -167,12 +167,12 @@ def main(argv=None) -> None:
     print(f"\nwritten: {path}")
 
 
-def _label(kind: str, tree: str) -> str:
-    if kind == "before":
-        return "before: plain, as that checkout runs it"
-    if kind == "train":
-        return f"training step, {'before' if tree != str(ROOT) else 'this checkout'}"
-    return kind
+def _label(kind: str) -> str:
+    return {
+        "before": "before: plain, as that checkout runs it",
+        "train": "training step, this checkout",
+        "train_before": "training step, before",
+    }.get(kind, kind)
 
 
 def _run(job: tuple[str, str], passthrough: list[str]) -> dict:

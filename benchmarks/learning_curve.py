@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from restore.cli import restore_options_of  # noqa: E402
-from restore.evaluation import EvalSet, progress_bars, score_set  # noqa: E402
+from restore.evaluation import progress_bars, score_set  # noqa: E402
 from restore.models.bm3d import BM3D  # noqa: E402
 from restore.models.loading import load_model  # noqa: E402
 
@@ -65,19 +65,19 @@ def holdout_score(run_dir: Path, model: torch.nn.Module, workers: int) -> dict:
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup("validate")
     spec, dataset = datamodule.val_specs[0], datamodule.val_datasets[0]
-    sigma = float(cfg.degradation.sigma)
-    evalset = EvalSet(spec.label, spec.name, spec.split, Path(spec.root), sigma)
+    if spec.sigma is None:
+        raise SystemExit(f"{spec.label}: the run's noise is not Gaussian; only Gaussian denoising runs get a BM3D row")
     with progress_bars() as progress:
         row, _ = score_set(
             model.eval(),
-            evalset,
+            spec,
             dataset,
             device=torch.device("cpu"),
             restore_options=restore_options_of({}),
             num_workers=workers,
             progress=progress,
         )
-    return {"set": spec.label, "sigma": sigma, "images": row.images, "psnr": row.psnr, "ssim": row.ssim}
+    return {"set": spec.label, "sigma": float(spec.sigma), "images": row.images, "psnr": row.psnr, "ssim": row.ssim}
 
 
 def cached_score(path: Path, compute) -> dict:

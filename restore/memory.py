@@ -41,10 +41,13 @@ GB = 1e9
 # small enough for glibc's heap, whose holes stay resident). One factor in the
 # middle keeps every preset within about 20% (docs/performance.md, "Memory").
 CPU_ALLOCATOR_FACTOR = 1.55
-# Checkpointed steps free and recompute one block's activations at a time
-# between long-lived gradients; glibc leaves the holes resident (about three
-# times the tensors' peak was measured, docs/performance.md "Activation checkpointing").
-CPU_CHECKPOINTED_FACTOR = 3.0
+# Checkpointed steps free and recompute one block's activations at a time between
+# long-lived gradients, and glibc leaves the holes resident: the resident size they
+# add is 3-5x their own tensor peak, depending on the model, but a steady share of
+# what the same step without checkpointing holds in tensors (0.62 for MAXIM-3S,
+# 0.66 for MAXIM-2S-attention at 128^2 x 8; docs/performance.md, "Memory"). So on
+# the CPU a checkpointed step is estimated from the plain step's probe.
+CPU_CHECKPOINTED_FACTOR = 0.64
 # Adam(W) keeps two fp32 moments per parameter; its foreach step adds about one
 # more parameter-sized temporary while the gradients are still alive.
 ADAM_STATES, ADAM_STEP_TEMPORARIES = 2, 1
@@ -220,8 +223,10 @@ def _step_model(module, in_channels: int, precision, device: torch.device, check
     # Checkpointed, a small batch's peak is the gradients and one block's recomputation,
     # not the saved block inputs (measured on MAXIM-3S at 64^2: 39, 41, 82 MB at batch
     # 1, 2, 4), so the line is drawn through batches 2 and 4 there.
-    small = 2 if checkpointing else 1
-    with _probing(model, checkpointing):
+    cpu = device.type == "cpu"
+    probe_checkpointed = checkpointing and not cpu  # see CPU_CHECKPOINTED_FACTOR
+    small = 2 if probe_checkpointed else 1
+    with _probing(model, probe_checkpointed):
         one, two = (_probe_bytes(module, b, probe, in_channels, dtype, device) for b in (small, 2 * small))
     per_image = max(two - one, 0) / small
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
@@ -230,7 +235,7 @@ def _step_model(module, in_channels: int, precision, device: torch.device, check
     # After backward the activations are gone; the Adam step holds gradients, moments and its temporaries.
     optimizer_step = (1 + ADAM_STATES + ADAM_STEP_TEMPORARIES) * param_bytes
     held, free = _held_and_available(device)
-    factor = 1.0 if device.type != "cpu" else CPU_CHECKPOINTED_FACTOR if checkpointing else CPU_ALLOCATOR_FACTOR
+    factor = 1.0 if not cpu else CPU_CHECKPOINTED_FACTOR if checkpointing else CPU_ALLOCATOR_FACTOR
     return _StepModel(fixed, per_image / math.prod(probe), optimizer_step, held, free, factor)
 
 

@@ -113,7 +113,7 @@ def test_the_cpu_paths_run_side_by_side_with_another_checkout(tmp_path):
     done = run_command(
         "benchmarks/bench_cpu_paths.py",
         *("--model", "maxim_1s", "--size", "64", "--variants", "plain,onednn", "--before", str(ROOT)),
-        *("--train", "--train-features", "8", "--train-patch", "32", "--train-batch", "1"),
+        *("--train", "--train-features", "8", "--train-patch", "64", "--train-batch", "1"),
         *("--rounds", "2", "--repeats", "1", "--threads", "1", "--out", str(out)),
     )
     assert done.returncode == 0, done.stderr

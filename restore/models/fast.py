@@ -86,7 +86,7 @@ class OneDnnTokenDense(TokenDense):
         mixed = _linear(self.weight, tokens.reshape(tokens.shape[0], -1).t(), None)
         if self.bias is not None:
             mixed.add_(self.bias[:, None])
-        return mixed.view(tokens.shape)
+        return mixed.view(tokens.shape[0], -1, tokens.shape[-1])
 
 
 # Exact classes only: a subclass of one of these may compute something else.

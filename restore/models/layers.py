@@ -212,7 +212,7 @@ class TokenDense(nn.Linear):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         flat = tokens.reshape(tokens.shape[0], -1)  # (T, N*C); a copy only for a strided channel half
         mixed = self.weight @ flat if self.bias is None else torch.addmm(self.bias[:, None], self.weight, flat)
-        return mixed.view(tokens.shape)
+        return mixed.view(tokens.shape[0], -1, tokens.shape[-1])  # -1: an ONNX trace keeps the size dynamic
 
 
 def linear_of_concat(parts: list[torch.Tensor], dense: nn.Module) -> torch.Tensor:
