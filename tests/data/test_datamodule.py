@@ -284,3 +284,17 @@ def test_a_lightning_trainer_fits_and_validates_on_it_without_its_own_sampler():
         for b in _stream(instantiate(compose_data("+data=demo", "data.patch_size=32", "data.batch_size=2")), 1)
     ]
     assert model.seen == expected[:3]  # the seeded stream, batch for batch
+
+
+def test_a_dataset_spec_reads_its_noise_level_from_its_degradation_in_any_mapping():
+    from omegaconf import OmegaConf
+
+    from restore.data.datamodule import DatasetSpec
+
+    noise = {"name": "gaussian_noise", "sigma": 25}
+    row = DatasetSpec("CBSD68", "test", None, degradation=noise, label="CBSD68 σ25")
+    assert row.sigma == 25 and row.folder == "CBSD68_sigma25"
+    assert DatasetSpec("CBSD68", "test", None, degradation=OmegaConf.create(noise)).sigma == 25
+    blur = {"name": "gaussian_blur", "sigma": 2.0}
+    assert DatasetSpec("demo", "val", None, degradation=blur).sigma is None
+    assert DatasetSpec("GoPro", "test", None, label="SOTS indoor").folder == "SOTS_indoor"
