@@ -216,17 +216,22 @@ def _probe_bytes(module, batch: int, patch: tuple[int, int], in_channels: int, d
     return tracker.peak_bytes
 
 
-def _step_model(module, in_channels: int, precision, device: torch.device, checkpointing: bool) -> _StepModel:
+def _step_model(
+    module, in_channels: int, precision, device: torch.device, checkpointing: bool, plain: _StepModel | None = None
+) -> _StepModel:
+    """The step's tensor bytes from two small probe passes. ``plain``: the same step without
+    checkpointing, when already probed; on the CPU a checkpointed step reuses it."""
+    if checkpointing and device.type == "cpu":  # see CPU_CHECKPOINTED_FACTOR
+        plain = plain or _step_model(module, in_channels, precision, device, False)
+        return dataclasses.replace(plain, allocator_factor=CPU_CHECKPOINTED_FACTOR)
     model = module.model
     probe = tuple(getattr(model, "size_multiple", (32, 32)))
     dtype = _precision_dtype(precision)
     # Checkpointed, a small batch's peak is the gradients and one block's recomputation,
     # not the saved block inputs (measured on MAXIM-3S at 64^2: 39, 41, 82 MB at batch
     # 1, 2, 4), so the line is drawn through batches 2 and 4 there.
-    cpu = device.type == "cpu"
-    probe_checkpointed = checkpointing and not cpu  # see CPU_CHECKPOINTED_FACTOR
-    small = 2 if probe_checkpointed else 1
-    with _probing(model, probe_checkpointed):
+    small = 2 if checkpointing else 1
+    with _probing(model, checkpointing):
         one, two = (_probe_bytes(module, b, probe, in_channels, dtype, device) for b in (small, 2 * small))
     per_image = max(two - one, 0) / small
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
@@ -235,7 +240,7 @@ def _step_model(module, in_channels: int, precision, device: torch.device, check
     # After backward the activations are gone; the Adam step holds gradients, moments and its temporaries.
     optimizer_step = (1 + ADAM_STATES + ADAM_STEP_TEMPORARIES) * param_bytes
     held, free = _held_and_available(device)
-    factor = 1.0 if not cpu else CPU_CHECKPOINTED_FACTOR if checkpointing else CPU_ALLOCATOR_FACTOR
+    factor = CPU_ALLOCATOR_FACTOR if device.type == "cpu" else 1.0
     return _StepModel(fixed, per_image / math.prod(probe), optimizer_step, held, free, factor)
 
 
@@ -246,11 +251,7 @@ def _needed(step: _StepModel, batch_size: int, patch: tuple[int, int]) -> int:
 
 def _estimate(module, batch_size, patch_size, in_channels, precision, device, activation_checkpointing):
     device = torch.device(device)
-    checkpointing = bool(
-        bool(_checkpointing(module.model))
-        if activation_checkpointing is None
-        else activation_checkpointing
-    )
+    checkpointing = bool(_checkpointing(module.model) if activation_checkpointing is None else activation_checkpointing)
     step = _step_model(module, in_channels, precision, device, checkpointing)
     patch = _patch(patch_size)
     needed, available = _needed(step, batch_size, patch), step.held + step.available
@@ -301,7 +302,7 @@ def check_step_memory(
         _smaller_patch(module.model, step, batch_size, patch, available),
     ]
     if _checkpointing(module.model) is not None and not estimate.activation_checkpointing:
-        with_checkpoints = _step_model(module, in_channels, precision, torch.device(device), True)
+        with_checkpoints = _step_model(module, in_channels, precision, torch.device(device), True, plain=step)
         options.append(
             f"model.activation_checkpointing=true needs ~{_gb(_needed(with_checkpoints, batch_size, patch))} GB"
         )

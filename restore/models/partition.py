@@ -47,6 +47,10 @@ def grid_unpartition(tokens: torch.Tensor, shape: torch.Size, grid_size: Size2) 
     return tokens.view(gh, gw, b, h // gh, w // gw, c).permute(2, 0, 3, 1, 4, 5)
 
 
+# Each partition with its inverse, by the axis it mixes.
+PARTITIONS = {"grid": (grid_partition, grid_unpartition), "block": (block_partition, block_unpartition)}
+
+
 def per_set(tokens: torch.Tensor, batch: int) -> torch.Tensor:
     """(T, B*n, C) -> (B, n, T, C), a view: each set's tokens, then their channels."""
     t, _, c = tokens.shape

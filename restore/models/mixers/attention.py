@@ -21,15 +21,7 @@ from torch import nn
 
 from restore.models.layers import DENSE_INIT_STD, MlpBlock, dense, layer_norm
 from restore.models.mixers.base import Level
-from restore.models.partition import (
-    Size2,
-    block_partition,
-    block_unpartition,
-    grid_partition,
-    grid_unpartition,
-    per_set,
-    tokens_first,
-)
+from restore.models.partition import PARTITIONS, Size2, per_set, tokens_first
 
 HEAD_DIM = 32  # MaxViT's head_size
 FFN_EXPANSION = 4  # MaxViT's FFN expansion_rate
@@ -191,10 +183,7 @@ class ChunkedAttention(torch.autograd.Function):
 def attend(attention: SelfAttention, x: torch.Tensor, size: Size2, across_windows: bool, **kwargs) -> torch.Tensor:
     """Run ``attention`` over the grid partition of ``x`` (B, H, W, C) with grid ``size``
     (``across_windows=True``) or its block partition with window ``size``."""
-    if across_windows:
-        partition, unpartition = grid_partition, grid_unpartition
-    else:
-        partition, unpartition = block_partition, block_unpartition
+    partition, unpartition = PARTITIONS["grid" if across_windows else "block"]
     sets = per_set(partition(x, size), x.shape[0])  # (B, n, T, C)
     return unpartition(tokens_first(attention(sets, **kwargs)), x.shape, size).reshape(x.shape)
 

@@ -13,10 +13,14 @@ from torch import nn
 
 from restore.models.layers import TokenDense, dense, layer_norm, linear_of_concat
 from restore.models.mixers.base import Level
-from restore.models.partition import Size2, block_partition, block_unpartition, grid_partition, grid_unpartition
-
-# The token axis of each gating unit: (partition, its inverse).
-PARTITIONS = {"grid": (grid_partition, grid_unpartition), "block": (block_partition, block_unpartition)}
+from restore.models.partition import (
+    PARTITIONS,
+    Size2,
+    block_partition,
+    block_unpartition,
+    grid_partition,
+    grid_unpartition,
+)
 
 
 class GatingUnit(nn.Module):
