@@ -1,16 +1,18 @@
-"""A training run's learning curve: hold-out PSNR against wall-clock minutes, with BM3D beside it.
+"""A training run's learning curve: hold-out PSNR against wall-clock minutes, with a baseline beside it.
 
 Reads what ``train.py`` wrote into its run directory: the CSV logger's ``metrics.csv``
 (``val/psnr`` and ``time/minutes``, logged at every validation by ``restore.callbacks.WallClock``)
 and ``.hydra/config.yaml``. From that config it rebuilds the run's own validation set, the
-same hold-out images with the same seeded noise, and scores BM3D on it (``--bm3d``: told the
-true sigma, restored in ``--workers`` processes; the score is kept in ``bm3d_holdout.json``
-next to the plot and reused when present), so the horizontal line is the classical method on
-exactly the images the curve was measured on. ``--ckpt FILE`` adds the final checkpoint's
-score on the same images in fp32 (kept in ``ckpt_holdout.json``): the validations during
-training ran under the run's own precision (bf16 autocast for the CPU recipe).
+same hold-out images (with the same seeded degradation for clean-image sets), and scores a
+classical baseline on it (``--baseline PRESET``, a ``conf/model`` preset: ``bm3d``, told the
+true sigma and restored in ``--workers`` processes, or a low-light one such as
+``histogram_equalization``; the score is kept in ``<PRESET>_holdout.json`` next to the plot and
+reused when present), so the horizontal line is the classical method on exactly the images the
+curve was measured on. ``--ckpt FILE`` adds the final checkpoint's score on the same images in
+fp32 (kept in ``ckpt_holdout.json``): the validations during training ran under the run's own
+precision (bf16 autocast for the denoising recipe).
 
-    python benchmarks/learning_curve.py RUN_DIR --out docs/results/run/curve.png --bm3d --ckpt weights/model.ckpt
+    python benchmarks/learning_curve.py RUN_DIR --out docs/results/run/curve.png --baseline bm3d --ckpt weights/model.ckpt
 """
 
 from __future__ import annotations
@@ -32,8 +34,7 @@ if str(ROOT) not in sys.path:
 
 from restore.cli import restore_options_of  # noqa: E402
 from restore.evaluation import progress_bars, score_set  # noqa: E402
-from restore.models.bm3d import BM3D  # noqa: E402
-from restore.models.loading import load_model  # noqa: E402
+from restore.models.loading import build_model, load_model, load_preset  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -60,13 +61,13 @@ def read_curve(metrics_csv: Path) -> list[dict]:
 
 def holdout_score(run_dir: Path, model: torch.nn.Module, workers: int) -> dict:
     """A model's mean PSNR/SSIM on the run's first validation set, rebuilt from the run's config
-    (the same images, the same seeded noise), scored through the evaluation's own path in fp32."""
+    (the same images, the same seeded degradation), scored through the evaluation's own path in fp32."""
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup("validate")
     spec, dataset = datamodule.val_specs[0], datamodule.val_datasets[0]
-    if spec.sigma is None:
-        raise SystemExit(f"{spec.label}: the run's noise is not Gaussian; only Gaussian denoising runs get a BM3D row")
+    if getattr(model, "needs_noise_level", False) and spec.sigma is None:
+        raise SystemExit(f"{spec.label}: the run's degradation is not Gaussian noise, whose sigma this baseline needs")
     with progress_bars() as progress:
         row, _ = score_set(
             model.eval(),
@@ -77,7 +78,8 @@ def holdout_score(run_dir: Path, model: torch.nn.Module, workers: int) -> dict:
             num_workers=workers,
             progress=progress,
         )
-    return {"set": spec.label, "sigma": float(spec.sigma), "images": row.images, "psnr": row.psnr, "ssim": row.ssim}
+    result = {"set": spec.label, "images": row.images, "psnr": row.psnr, "ssim": row.ssim}
+    return result if spec.sigma is None else {**result, "sigma": float(spec.sigma)}
 
 
 def cached_score(path: Path, compute) -> dict:
@@ -90,7 +92,7 @@ def cached_score(path: Path, compute) -> dict:
     return result
 
 
-def plot(points: list[dict], bm3d: dict | None, final: dict | None, title: str, out: Path) -> None:
+def plot(points: list[dict], baseline: dict | None, final: dict | None, title: str, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     minutes = [p["minutes"] for p in points]
     ax.plot(minutes, [p["psnr"] for p in points], marker="o", label="MAXIM (this run), hold-out PSNR")
@@ -104,10 +106,11 @@ def plot(points: list[dict], bm3d: dict | None, final: dict | None, title: str, 
             color="tab:green",
             label=f"{final['label']}, fp32: {final['psnr']:.2f} dB",
         )
-    if bm3d is not None:
-        ax.axhline(bm3d["psnr"], color="tab:red", linestyle="--", label=f"CBM3D, same images: {bm3d['psnr']:.2f} dB")
+    if baseline is not None:
+        label = f"{baseline['label']}, same images: {baseline['psnr']:.2f} dB"
+        ax.axhline(baseline["psnr"], color="tab:red", linestyle="--", label=label)
     ax.axhline(
-        points[0]["input_psnr"], color="gray", linestyle=":", label=f"noisy input: {points[0]['input_psnr']:.2f} dB"
+        points[0]["input_psnr"], color="gray", linestyle=":", label=f"degraded input: {points[0]['input_psnr']:.2f} dB"
     )
     ax.set_xlabel("wall-clock minutes since the start of training")
     ax.set_ylabel("PSNR (dB)")
@@ -123,8 +126,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path, help="a train.py run directory (holds .hydra/ and csv/)")
     parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
-    parser.add_argument("--bm3d", action="store_true", help="draw BM3D's score on the same hold-out images")
-    parser.add_argument("--workers", type=int, default=2, help="processes restoring with BM3D")
+    parser.add_argument("--baseline", help="a conf/model preset (bm3d, clahe, ...) scored on the same hold-out images")
+    parser.add_argument("--baseline-label", help="the baseline's name in the legend (default: the preset's)")
+    parser.add_argument("--workers", type=int, default=2, help="processes restoring with a baseline such as BM3D")
     parser.add_argument("--ckpt", type=Path, help="also score this checkpoint on the hold-out in fp32 (a star)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for --ckpt")
     parser.add_argument("--title", default="Hold-out PSNR while training")
@@ -133,22 +137,26 @@ def main(argv=None) -> int:
     if not logs:
         raise SystemExit(f"{args.run_dir}: no csv/version_*/metrics.csv (train with logger=csv)")
     points = read_curve(logs[-1])
-    bm3d = final = None
-    if args.bm3d:
-        torch.set_num_threads(1)  # one image per worker process, one core each
-        bm3d = cached_score(
-            args.out.with_name("bm3d_holdout.json"), lambda: holdout_score(args.run_dir, BM3D(), args.workers)
+    baseline = final = None
+    if args.baseline:
+        model = build_model(load_preset(args.baseline))
+        workers = args.workers if getattr(model, "restores_in_workers", False) else 0
+        if workers:
+            torch.set_num_threads(1)  # one image per worker process, one core each
+        baseline = cached_score(
+            args.out.with_name(f"{args.baseline}_holdout.json"), lambda: holdout_score(args.run_dir, model, workers)
         )
+        baseline["label"] = args.baseline_label or args.baseline
     if args.ckpt is not None:
         torch.set_num_threads(args.threads)
         final = cached_score(
             args.out.with_name("ckpt_holdout.json"),
             lambda: {**holdout_score(args.run_dir, load_model(ckpt=args.ckpt), 0), "label": args.ckpt.name},
         )
-    plot(points, bm3d, final, args.title, args.out)
+    plot(points, baseline, final, args.title, args.out)
     last = points[-1]
     print(f"{len(points)} validations; last: step {last['step']}, {last['minutes']:.1f} min, {last['psnr']:.2f} dB")
-    for name, result in (("BM3D", bm3d), (args.ckpt, final)):
+    for name, result in ((args.baseline, baseline), (args.ckpt, final)):
         if result is not None:
             print(f"{name} on the same {result['images']} hold-out images: {result['psnr']:.2f} dB")
     print(f"wrote {args.out}")

@@ -39,10 +39,10 @@ from restore.data.layout import SkimageSource
 from restore.errors import UserError, exit_on_user_error, one_line
 from restore.inference import forward_count
 from restore.metrics import score
+from restore.models.ship import WEIGHTS_DIR, shipped_model
 from restore.predict import load_predictor, read_photo, restore_photo
 from restore.video import to_integers
 
-SHIPPED = Path(__file__).resolve().parent.parent / "weights" / "maxim1s_w32_cbsd432_sigma25.ckpt"
 TASKS = ("denoise", "deblur", "derain", "dehaze", "lowlight")
 # The field a strength in [0, 1] sets, per degradation, and whether a larger value is milder.
 STRENGTH = {
@@ -80,24 +80,29 @@ def predict_config(overrides: list[str]) -> DictConfig:
         return compose("predict", overrides=overrides)
 
 
+def shipped_models() -> dict[str, Path]:
+    """Task -> the model this project trained and ships for it (``shipped:`` of conf/task/), if present."""
+    found = {task: shipped_model(OmegaConf.load(CONF_DIR / "task" / f"{task}.yaml")) for task in TASKS}
+    return {task: path for task, path in found.items() if path is not None}
+
+
 def model_choices(cfg: DictConfig) -> list[Choice]:
-    """The command line's model first, then the shipped denoiser, then each release on disk."""
+    """The command line's model first, then the models shipped for each task, then each release on disk."""
     choices = []
     for key in ("ckpt", "weights"):
         if cfg.get(key) is not None:
             choices.append(Choice(f"{key}={cfg[key]}", (f"{key}={cfg[key]}",), cfg.task))
     if cfg.get("model") is not None:
         choices.append(Choice(f"model={cfg.model}", (f"model={cfg.model}", *cfg.model_overrides), cfg.task))
-    if SHIPPED.is_file():
-        label = f"the shipped denoiser (MAXIM-1S, σ 25): {SHIPPED.name}"
-        choices.append(Choice(label, (f"ckpt={SHIPPED}",), "denoise"))
+    for task, path in shipped_models().items():
+        choices.append(Choice(f"{task}: shipped, trained here ({path.name})", (f"ckpt={path}",), task))
     for task in TASKS:
         release = OmegaConf.load(CONF_DIR / "task" / f"{task}.yaml").release
         if (Path(cfg.weights_dir) / release / "checkpoint.npz").is_file():
             overrides = (f"task={task}", f"weights_dir={cfg.weights_dir}")
             choices.append(Choice(f"{task}: the official MAXIM ({release})", overrides, task))
     if not choices:
-        raise UserError(f"no model to offer: give ckpt=FILE, weights=FILE or model=PRESET ({SHIPPED} is missing)")
+        raise UserError(f"no model to offer: give ckpt=FILE, weights=FILE or model=PRESET (nothing shipped in {WEIGHTS_DIR})")
     return choices
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
-from lightning.pytorch.callbacks import ModelCheckpoint, RichModelSummary, RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, RichModelSummary, RichProgressBar, Timer
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.model_summary import get_formatted_model_size, get_human_readable_count
 from torch.utils.flop_counter import FlopCounterMode
@@ -73,10 +73,11 @@ class ValidationImageLogger(pl.Callback):
 
 
 class WallClock(pl.Callback):
-    """Logs ``time/minutes``, the wall-clock minutes since this process started fitting, with
-    every validation, so a learning curve can be drawn against time as well as steps.
+    """Logs ``time/minutes``, the wall-clock minutes of training so far, with every validation,
+    so a learning curve can be drawn against time as well as steps.
 
-    A resumed run counts from its own start: the minutes before it are in the earlier logs.
+    With ``trainer.max_time`` the minutes are those of the trainer's own clock, which a resumed
+    run continues (earlier legs included); without it a resumed run counts from its own start.
     """
 
     def __init__(self):
@@ -86,9 +87,11 @@ class WallClock(pl.Callback):
         self._start = time.perf_counter()
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if self._start is not None and not trainer.sanity_checking:
-            minutes = (time.perf_counter() - self._start) / 60
-            pl_module.log("time/minutes", minutes, rank_zero_only=True)
+        if self._start is None or trainer.sanity_checking:
+            return
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        seconds = timer.time_elapsed("train") if timer is not None else time.perf_counter() - self._start
+        pl_module.log("time/minutes", seconds / 60, rank_zero_only=True)
 
 
 class LastCheckpoint(ModelCheckpoint):

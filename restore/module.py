@@ -16,6 +16,7 @@ import torch
 import torchmetrics
 from hydra.utils import instantiate
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
+from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import grad_norm
 from omegaconf import DictConfig, OmegaConf
@@ -28,19 +29,39 @@ from restore.metrics import Protocol, score
 class WarmupCosine:
     """Learning-rate factor per optimizer step: linear warm-up, then cosine to ``min_lr``.
 
-    A callable object rather than a closure so LambdaLR can save its state.
+    By steps (``total_steps``), or by time: with ``total_steps=None`` the cosine follows
+    ``progress``, the fraction of the run's time budget spent so far, which the module sets
+    after every step; the warm-up still counts steps. A callable object rather than a closure
+    so LambdaLR saves its state (``progress`` included) in the checkpoint.
     """
 
-    def __init__(self, lr: float, min_lr: float, warmup_steps: int, total_steps: int):
-        self.lr, self.min_lr = lr, min_lr
-        self.warmup_steps, self.total_steps = warmup_steps, max(total_steps, warmup_steps + 1)
+    def __init__(self, lr: float, min_lr: float, warmup_steps: int, total_steps: int | None):
+        self.lr, self.min_lr, self.warmup_steps = lr, min_lr, warmup_steps
+        self.total_steps = None if total_steps is None else max(total_steps, warmup_steps + 1)
+        self.progress = 0.0
 
     def __call__(self, step: int) -> float:
+        floor = self.min_lr / self.lr
+        if self.total_steps is None:
+            warm = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
+            return warm * (floor + (1 - floor) * cosine(self.progress))
         if step < self.warmup_steps:
             return (step + 1) / self.warmup_steps
-        progress = min(1.0, (step - self.warmup_steps) / (self.total_steps - self.warmup_steps))
-        floor = self.min_lr / self.lr
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+        progress = (step - self.warmup_steps) / (self.total_steps - self.warmup_steps)
+        return floor + (1 - floor) * cosine(progress)
+
+
+def cosine(progress: float) -> float:
+    """1 at the start, 0 at the end (progress clipped to [0, 1])."""
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, progress))))
+
+
+def time_budget(trainer: pl.Trainer) -> Timer:
+    """The trainer's clock of ``trainer.max_time``; it counts the time of earlier legs of a resumed run."""
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    if timer is None:
+        raise ValueError("module.schedule_by=time needs trainer.max_time (e.g. trainer.max_time=00:01:40:00)")
+    return timer
 
 
 def plain(config: Any) -> Any:
@@ -52,7 +73,9 @@ class RestorationModule(pl.LightningModule):
     """Trains ``model`` (a Hydra config with ``_target_``) with the multi-stage loss.
 
     Optimiser: Adam; schedule: per-step warm-up + cosine decay to ``min_lr``
-    over ``total_steps`` (``trainer.estimated_stepping_batches`` when None).
+    over ``total_steps`` (``trainer.estimated_stepping_batches`` when None), or with
+    ``schedule_by="time"`` over ``trainer.max_time``, so a run with a time budget ends at
+    ``min_lr`` however fast the machine is.
     Validation restores full images through the shared padding path and
     scores them under the protocol the datamodule gives each validation set.
     """
@@ -66,11 +89,14 @@ class RestorationModule(pl.LightningModule):
         min_lr: float = 1e-7,
         warmup_steps: int = 0,
         total_steps: int | None = None,
+        schedule_by: str = "steps",
         loss: dict | None = None,
         channels_last: bool = False,
         compile: bool = False,
     ):
         super().__init__()
+        if schedule_by not in ("steps", "time"):
+            raise ValueError(f"module.schedule_by={schedule_by!r}: use steps (over trainer.max_steps) or time")
         model, loss = plain(model), plain(loss) or {}
         self.save_hyperparameters(
             dict(
@@ -81,6 +107,7 @@ class RestorationModule(pl.LightningModule):
                 min_lr=min_lr,
                 warmup_steps=warmup_steps,
                 total_steps=total_steps,
+                schedule_by=schedule_by,
                 loss=loss,
                 channels_last=channels_last,
                 compile=compile,
@@ -120,13 +147,25 @@ class RestorationModule(pl.LightningModule):
         norms = grad_norm(self.model, norm_type=2)
         self.log("train/grad_norm", norms["grad_2.0_norm_total"])
 
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        # Lightning steps the schedule right after this hook: the next step's rate sees the time spent.
+        if self.hparams.schedule_by == "time":
+            timer = time_budget(self.trainer)
+            spent = timer.time_elapsed("train")
+            self._schedule.progress = spent / max(spent + timer.time_remaining("train"), 1e-9)
+
     def configure_optimizers(self):
         hp = self.hparams
         optimizer = torch.optim.Adam(
             self.model.parameters(), lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay
         )
-        total = hp.total_steps or int(self.trainer.estimated_stepping_batches)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(hp.lr, hp.min_lr, hp.warmup_steps, total))
+        if hp.schedule_by == "time":
+            time_budget(self.trainer)
+            total = None
+        else:
+            total = hp.total_steps or int(self.trainer.estimated_stepping_batches)
+        self._schedule = WarmupCosine(hp.lr, hp.min_lr, hp.warmup_steps, total)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, self._schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step", "frequency": 1}}
 
     # -------------------------------------------------------------- validation

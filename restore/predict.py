@@ -57,6 +57,7 @@ from restore.errors import ConfigError, exit_on_user_error
 from restore.inference import pick_device, restore_image, to_inference
 from restore.models.convert import CheckpointError
 from restore.models.loading import load_model
+from restore.models.ship import shipped_model
 from restore.video import VIDEO_EXTENSIONS, is_video_file, list_videos, parts_folder, restore_video
 
 EXIF_ORIENTATION = 0x0112
@@ -198,11 +199,13 @@ def plan_files(
 
 
 def model_for_prediction(cfg: DictConfig) -> tuple[nn.Module, str]:
-    """The model of ``ckpt=``, ``weights=`` or ``model=``, or the released model of ``task=``.
+    """The model of ``ckpt=``, ``weights=`` or ``model=``, or the model of ``task=``.
 
     ``task=`` composes ``conf/task/<task>.yaml``: its model preset (the official config of the
     release, so the weights are built as the official evaluation builds them; ``model.<field>``
-    overrides still apply) and ``release``, the checkpoint's folder under ``weights_dir``.
+    overrides still apply), ``release``, the official checkpoint's folder under ``weights_dir``,
+    and ``shipped``, the model this project trained for the task (under ``weights/``), which
+    restores when the release is not on disk.
     """
     task = cfg.get("task_name")
     if task is None:
@@ -212,6 +215,9 @@ def model_for_prediction(cfg: DictConfig) -> tuple[nn.Module, str]:
     weights = Path(cfg.weights) if cfg.get("weights") is not None else None
     if weights is None:
         weights = Path(cfg.weights_dir) / cfg.release / "checkpoint.npz"
+        shipped = shipped_model(cfg)
+        if not weights.is_file() and shipped is not None:
+            return load_model(ckpt=shipped), f"task={task}: {shipped.name}, trained by this project ({weights} absent)"
         if not weights.is_file():
             raise ConfigError(
                 f"task={task}: the released weights are expected at {weights}; download "

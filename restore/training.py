@@ -48,6 +48,8 @@ def check_config(cfg: DictConfig, size_multiple: tuple[int, int]) -> None:
         value = OmegaConf.select(cfg, key)
         if value is not None and value < minimum:
             raise ConfigError(f"{key}={value}: must be >= {minimum}")
+    if OmegaConf.select(cfg, "module.schedule_by") == "time" and OmegaConf.select(cfg, "trainer.max_time") is None:
+        raise ConfigError("module.schedule_by=time needs a budget: set trainer.max_time (e.g. 00:01:40:00, DD:HH:MM:SS)")
     max_steps = OmegaConf.select(cfg, "trainer.max_steps")
     if max_steps is not None and max_steps != -1 and max_steps < 1:
         raise ConfigError(f"trainer.max_steps={max_steps}: give a number of steps >= 1 (or -1 for no limit)")

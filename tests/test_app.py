@@ -16,10 +16,14 @@ from rich.console import Console
 pytest.importorskip("gradio", reason="the app extra is not installed: pip install -e '.[app]'")
 from gradio_client import Client, handle_file  # noqa: E402
 
-from restore.app import CLEAN, RESTORE, SHIPPED, serve  # noqa: E402
+from restore.app import CLEAN, RESTORE, serve  # noqa: E402
+from restore.models.ship import WEIGHTS_DIR  # noqa: E402
 from restore.data.layout import SkimageSource  # noqa: E402
 from restore.predict import predict  # noqa: E402
 from tests.helpers import compose_config  # noqa: E402
+
+
+SHIPPED = WEIGHTS_DIR / "maxim1s_w32_cbsd432_sigma25.ckpt"
 
 
 def free_port() -> int:
@@ -54,7 +58,7 @@ def photo_16bit(path) -> np.ndarray:
 
 def test_the_page_restores_a_16_bit_png_exactly_as_predict_does(app, tmp_path):
     url, client = app
-    assert label(client).startswith("the shipped denoiser")
+    assert label(client) == f"denoise: shipped, trained here ({SHIPPED.name})"
     source = tmp_path / "in" / "cat.png"
     source.parent.mkdir()
     photo_16bit(source)

@@ -268,6 +268,54 @@ def test_warmup_then_cosine_to_the_floor():
     assert not math.isnan(WarmupCosine(2e-4, 1e-7, 0, 0)(0))
 
 
+def test_by_time_the_cosine_follows_the_spent_fraction_of_the_budget_after_a_warm_up_in_steps():
+    schedule = WarmupCosine(lr=1e-3, min_lr=1e-7, warmup_steps=4, total_steps=None)
+    floor = 1e-7 / 1e-3
+    assert schedule(0) == pytest.approx(0.25)  # the warm-up counts steps, the cosine is still at its top
+    schedule.progress = 0.5
+    assert schedule(100) == pytest.approx(floor + (1 - floor) * 0.5)
+    schedule.progress = 1.2  # the budget's last step ran over it: the floor, never beyond
+    assert schedule(100) == pytest.approx(floor)
+    schedule.progress = 0.0
+    assert WarmupCosine(1e-3, 1e-7, 0, None)(0) == pytest.approx(1.0)
+
+
+def scheduler_state(path: Path) -> tuple[float, float, float]:
+    """(progress of the time schedule, learning rate, seconds on the trainer's clock) of a checkpoint."""
+    state = checkpoint(path)
+    (schedule,) = state["lr_schedulers"]
+    (timer,) = (value for key, value in state["callbacks"].items() if key.startswith("Timer"))
+    return schedule["lr_lambdas"][0]["progress"], schedule["_last_lr"][0], timer["time_elapsed"]["train"]
+
+
+TIMED = [*FAST, "module.schedule_by=time", "module.lr=1e-3", "module.min_lr=1e-6", "module.warmup_steps=2"]
+
+
+def test_a_run_scheduled_by_time_ends_at_the_floor_when_its_budget_is_spent(tmp_path):
+    done = train(tmp_path, *TIMED, "trainer.max_steps=-1", "trainer.max_time=00:00:00:06")
+    progress, lr, seconds = scheduler_state(tmp_path / "checkpoints" / "last.ckpt")
+    assert progress >= 1 and seconds >= 6
+    assert lr == pytest.approx(1e-6)
+    assert checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] > 2, done.stdout[-2000:]
+
+
+def test_a_resumed_run_continues_the_clock_and_the_schedule_of_the_first_leg(tmp_path):
+    budget = "trainer.max_time=00:00:10:00"
+    train(tmp_path / "leg1", *TIMED, budget, "trainer.max_steps=3")
+    first = scheduler_state(tmp_path / "leg1" / "checkpoints" / "last.ckpt")
+    train(tmp_path / "leg2", *TIMED, budget, "trainer.max_steps=6", f"ckpt_path={tmp_path / 'leg1/checkpoints/last.ckpt'}")
+    second = scheduler_state(tmp_path / "leg2" / "checkpoints" / "last.ckpt")
+    assert 0 < first[0] < second[0] < 0.5 and second[2] > first[2]  # the second leg's clock starts where the first ended
+    assert second[1] < first[1] < 1e-3  # still going down the same cosine
+
+
+def test_schedule_by_time_without_a_time_budget_is_refused_in_one_line(tmp_path):
+    done = train(tmp_path, *FAST, "module.schedule_by=time", "trainer.max_steps=2", check=False)
+    assert done.returncode == 2
+    assert "module.schedule_by=time needs a budget: set trainer.max_time" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
 def test_ckpt_path_last_finds_the_newest_run_of_the_task(tmp_path):
     for stamp in ("2026-01-01_00-00-00", "2026-02-01_00-00-00"):
         (tmp_path / "deblur" / stamp / "checkpoints").mkdir(parents=True)

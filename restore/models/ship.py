@@ -22,6 +22,16 @@ from restore.errors import exit_on_user_error
 from restore.models.loading import MODEL_PREFIX, load_model, read_checkpoint
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+# The models this project trained and ships, one per task at most: conf/task/<task>.yaml names its
+# file here as ``shipped:`` (restore.predict task=<task> and the app use it when no release is on disk).
+WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
+
+
+def shipped_model(task_cfg) -> Path | None:
+    """The shipped checkpoint a task config names, when the file is present."""
+    name = task_cfg.get("shipped")
+    path = WEIGHTS_DIR / name if name else None
+    return path if path is not None and path.is_file() else None
 
 
 def ship(source: Path, destination: Path, dtype: torch.dtype = torch.float16) -> dict:
