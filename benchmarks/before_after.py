@@ -52,7 +52,9 @@ def strip(
     index = {item_name: i for i, item_name in enumerate(dataset.names)}
     missing = [name for name in names if name not in index]
     if missing:
-        raise SystemExit(f"{dataset_name} {split} has no image {', '.join(missing)} (it has {', '.join(dataset.names)})")
+        raise SystemExit(
+            f"{dataset_name} {split} has no image {', '.join(missing)} (it has {', '.join(dataset.names)})"
+        )
     built = [(model_of(source), label) for source, label in models]
     rows = []
     for name in names:

@@ -12,7 +12,7 @@ curve was measured on. ``--ckpt FILE`` adds the final checkpoint's score on the 
 fp32 (kept in ``ckpt_holdout.json``): the validations during training ran under the run's own
 precision (bf16 autocast for the denoising recipe).
 
-    python benchmarks/learning_curve.py RUN_DIR --out docs/results/run/curve.png --baseline bm3d --ckpt weights/model.ckpt
+    python benchmarks/learning_curve.py RUN --out docs/results/run/curve.png --baseline bm3d --ckpt weights/model.ckpt
 """
 
 from __future__ import annotations

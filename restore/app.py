@@ -102,7 +102,9 @@ def model_choices(cfg: DictConfig) -> list[Choice]:
             overrides = (f"task={task}", f"weights_dir={cfg.weights_dir}")
             choices.append(Choice(f"{task}: the official MAXIM ({release})", overrides, task))
     if not choices:
-        raise UserError(f"no model to offer: give ckpt=FILE, weights=FILE or model=PRESET (nothing shipped in {WEIGHTS_DIR})")
+        raise UserError(
+            f"no model to offer: give ckpt=FILE, weights=FILE or model=PRESET (nothing shipped in {WEIGHTS_DIR})"
+        )
     return choices
 
 

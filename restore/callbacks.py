@@ -8,7 +8,10 @@ averaged weights and checkpoints store them as ``state_dict``); see
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -17,8 +20,11 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint, RichModelSummary, RichProgressBar, Timer
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.model_summary import get_formatted_model_size, get_human_readable_count
 from torch.utils.flop_counter import FlopCounterMode
+
+from restore.errors import UserError
 
 
 def error_map(restored: torch.Tensor, target: torch.Tensor, gain: float = 4.0) -> torch.Tensor:
@@ -94,19 +100,84 @@ class WallClock(pl.Callback):
         pl_module.log("time/minutes", seconds / 60, rank_zero_only=True)
 
 
+class Preempted(Exception):
+    """The run was asked to stop by a signal; ``last.ckpt`` holds the step it stopped after."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path):
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"stopped by {name} after step {step}; its checkpoint is {checkpoint}: "
+            f"resume with ckpt_path={checkpoint} (or ckpt_path=last)"
+        )
+
+
 class LastCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint that also writes ``last.ckpt`` when training ends between two of its saves.
+    """ModelCheckpoint that also writes ``last.ckpt`` when training ends between two of its saves,
+    and when the run is asked to stop.
 
     Lightning writes ``last.ckpt`` at the end of training only when none was written before, so
     a run stopped by ``trainer.max_time``, or whose ``max_steps`` is not a multiple of
     ``every_n_train_steps``, would keep the weights of its previous save as ``last.ckpt``.
+
+    Preemption: SIGTERM (cloud schedulers, Kubernetes, ``scancel``) and SIGUSR1 (SLURM's warning
+    before a time limit, with ``--signal=USR1@60``) let the current step finish; then every rank
+    agrees, ``last.ckpt`` is written at that step and the run ends with :class:`Preempted`
+    (``train.py`` exits with status 128 + the signal's number, so a scheduler sees a stop, not a
+    finished job). Resuming from it continues at the next batch, as from any periodic save.
+    Lightning's own SIGTERM handling is replaced while training runs: it ends the run without a
+    checkpoint. Under SLURM with ``auto_requeue`` SIGUSR1 stays Lightning's, which requeues the job.
     """
 
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._signal: int | None = None
+        self._previous_handlers: dict[int, object] = {}
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        environment = getattr(trainer.strategy, "cluster_environment", None)
+        requeues = isinstance(environment, SLURMEnvironment) and environment.auto_requeue
+        for signum in self.SIGNALS:
+            if signum == signal.SIGUSR1 and requeues:
+                continue
+            self._previous_handlers[signum] = signal.signal(signum, self._note_signal)
+
+    def _note_signal(self, signum: int, frame) -> None:
+        self._signal = signum  # acted on after the current step: a signal handler must not save
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        signum = self._agreed_signal(trainer)
+        if signum is None:
+            return
+        self._save_last_now(trainer)
+        raise Preempted(
+            signum, trainer.global_step, Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
+        )
+
+    def _agreed_signal(self, trainer) -> int | None:
+        """The signal any rank received (the largest number when ranks differ), on every rank."""
+        local = torch.tensor([self._signal or 0])
+        if trainer.world_size > 1:
+            local = trainer.strategy.reduce(local.to(trainer.strategy.root_device), reduce_op="max").cpu()
+        return int(local.item()) or None
+
     def on_train_end(self, trainer, pl_module) -> None:
+        self._save_last_now(trainer)
+        super().on_train_end(trainer, pl_module)
+
+    def _save_last_now(self, trainer) -> None:
         if self.save_last and trainer.global_step != self._last_global_step_saved:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
             self._last_global_step_saved = trainer.global_step
-        super().on_train_end(trainer, pl_module)
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers = {}
+        super().teardown(trainer, pl_module, stage)
 
 
 def batch_size(batch: dict) -> int:
@@ -216,6 +287,25 @@ class ModelSummary(RichModelSummary):
         console.print(totals)
 
 
+class DiskFull(UserError):
+    """A checkpoint could not be written for lack of space, quota or allowed file size."""
+
+
+# ENOSPC: the filesystem is full; EDQUOT: the user's quota; EFBIG: the file-size limit (ulimit -f).
+NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def tensor_bytes(value) -> int:
+    """The bytes of the tensors in a (nested) checkpoint: about the size of its file."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(tensor_bytes(v) for v in value)
+    return 0
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write each checkpoint next to its destination, then rename it into place.
 
@@ -223,7 +313,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     moves it; when that directory is on another filesystem, the move is a
     copy, and a run killed during the copy leaves a half-written last.ckpt.
     A rename within one directory is atomic: the checkpoint is either the
-    previous one or the new one, never a mix.
+    previous one or the new one, never a mix. A write that fails for lack of
+    room removes its partial file and stops the run with :class:`DiskFull`,
+    which says how much room the checkpoint needs and how much there is.
     """
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
@@ -233,5 +325,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             torch.save(checkpoint, partial)
             os.replace(partial, path)
+        except OSError as err:
+            if err.errno not in NO_ROOM:
+                raise
+            needed, free = tensor_bytes(checkpoint) / 2**20, shutil.disk_usage(path.parent).free / 2**20
+            raise DiskFull(
+                f"cannot write the checkpoint {path} ({os.strerror(err.errno)}): it needs about {needed:.0f} MiB, "
+                f"{path.parent} has {free:.0f} MiB free; make room (or raise the quota or file-size limit)"
+            ) from None
         finally:
             partial.unlink(missing_ok=True)

@@ -64,6 +64,14 @@ def time_budget(trainer: pl.Trainer) -> Timer:
     return timer
 
 
+class Diverged(Exception):
+    """Training produced non-finite numbers; nothing from that step on was kept."""
+
+    def __init__(self, step: int, what: str):
+        self.step = step
+        super().__init__(f"training diverged at step {step}: {what}; no checkpoint was written from that step on")
+
+
 def plain(config: Any) -> Any:
     """OmegaConf -> plain containers, so checkpoints load with ``weights_only=True``."""
     return OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else config
@@ -145,7 +153,13 @@ class RestorationModule(pl.LightningModule):
 
     def on_before_optimizer_step(self, optimizer) -> None:
         norms = grad_norm(self.model, norm_type=2)
-        self.log("train/grad_norm", norms["grad_2.0_norm_total"])
+        total = norms["grad_2.0_norm_total"]
+        # A non-finite loss makes every gradient non-finite, and DDP has averaged them over the ranks
+        # already, so all ranks see it here on the same step, before the weights change. Under fp16
+        # loss scaling, overflowing gradients are routine: the scaler skips those steps itself.
+        if not torch.isfinite(total) and getattr(self.trainer.precision_plugin, "scaler", None) is None:
+            raise Diverged(self.trainer.global_step + 1, f"the gradient norm is {total.item()}")
+        self.log("train/grad_norm", total)
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         # Lightning steps the schedule right after this hook: the next step's rate sees the time spent.
@@ -223,7 +237,10 @@ class RestorationModule(pl.LightningModule):
     # ------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Random states (as tensors and lists, so ``weights_only=True`` loading works) and the
-        wandb run id, so a resumed run continues the same wandb run."""
+        wandb run id, so a resumed run continues the same wandb run. Never non-finite weights."""
+        broken = next((name for name, value in self.model.state_dict().items() if not value.isfinite().all()), None)
+        if broken is not None:
+            raise Diverged(self.trainer.global_step, f"the weight {broken} is not finite")
         for logger in self.loggers:
             if isinstance(logger, WandbLogger):
                 checkpoint["wandb_run_id"] = logger.experiment.id

@@ -17,13 +17,13 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from restore.callbacks import AtomicCheckpointIO
+from restore.callbacks import AtomicCheckpointIO, Preempted
 from restore.config_types import check_config_types
 from restore.errors import ConfigError, UserError, exit_on_user_error, one_line
 from restore.memory import check_step_memory
 from restore.models.convert import CheckpointError
 from restore.models.loading import read_checkpoint
-from restore.module import RestorationModule
+from restore.module import Diverged, RestorationModule
 
 
 def check_value_types(cfg: DictConfig) -> None:
@@ -49,7 +49,9 @@ def check_config(cfg: DictConfig, size_multiple: tuple[int, int]) -> None:
         if value is not None and value < minimum:
             raise ConfigError(f"{key}={value}: must be >= {minimum}")
     if OmegaConf.select(cfg, "module.schedule_by") == "time" and OmegaConf.select(cfg, "trainer.max_time") is None:
-        raise ConfigError("module.schedule_by=time needs a budget: set trainer.max_time (e.g. 00:01:40:00, DD:HH:MM:SS)")
+        raise ConfigError(
+            "module.schedule_by=time needs a budget: set trainer.max_time (e.g. 00:01:40:00, DD:HH:MM:SS)"
+        )
     max_steps = OmegaConf.select(cfg, "trainer.max_steps")
     if max_steps is not None and max_steps != -1 and max_steps < 1:
         raise ConfigError(f"trainer.max_steps={max_steps}: give a number of steps >= 1 (or -1 for no limit)")
@@ -165,6 +167,14 @@ def train(cfg: DictConfig) -> float | None:
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     except UserError as err:  # a file that broke mid-run: say how to go on once it is fixed
         raise UserError(f"{one_line(err)}; {how_to_resume(Path(cfg.paths.checkpoint_dir))}") from err
+    except Diverged as diverged:  # every rank sees the same averaged gradients: all stop on the same step
+        if trainer.is_global_zero:
+            print(f"error: {diverged}; {last_good(Path(cfg.paths.checkpoint_dir))}", file=sys.stderr)
+        sys.exit(3)
+    except Preempted as stop:  # every rank stops after the same step, its checkpoint written
+        if trainer.is_global_zero:
+            print(f"error: {stop}", file=sys.stderr)
+        sys.exit(128 + stop.signum)  # not 0: a scheduler must not take the job for finished
     # Lightning's DDP launcher leaves its process group and its variables (LOCAL_RANK,
     # MASTER_PORT, ...) behind; the next job of a --multirun sweep must start clean,
     # or it takes itself for a worker launched from outside and waits forever.
@@ -187,8 +197,18 @@ def train(cfg: DictConfig) -> float | None:
 def how_to_resume(checkpoint_dir: Path) -> str:
     last = checkpoint_dir / "last.ckpt"
     if last.is_file():
-        return f"training stopped; its last checkpoint is {last}: fix the file, then resume with ckpt_path={last}"
+        return f"training stopped; its last checkpoint is {last}: fix that, then resume with ckpt_path={last}"
     return "training stopped before its first checkpoint; fix the file and start again"
+
+
+def last_good(checkpoint_dir: Path) -> str:
+    """Where the newest finite weights are, and what to change (a resumed run keeps its learning rate)."""
+    last = checkpoint_dir / "last.ckpt"
+    fix = "start again with a lower module.lr or a gradient clip (trainer.gradient_clip_val)"
+    if not last.is_file():
+        return f"there is no checkpoint before it; {fix}"
+    step = torch.load(last, map_location="cpu", weights_only=True).get("global_step")
+    return f"the last good checkpoint is {last} (step {step}); {fix}"
 
 
 def report(trainer: pl.Trainer, checkpoint_dir: Path) -> None:

@@ -17,11 +17,10 @@ pytest.importorskip("gradio", reason="the app extra is not installed: pip instal
 from gradio_client import Client, handle_file  # noqa: E402
 
 from restore.app import CLEAN, RESTORE, serve  # noqa: E402
-from restore.models.ship import WEIGHTS_DIR  # noqa: E402
 from restore.data.layout import SkimageSource  # noqa: E402
+from restore.models.ship import WEIGHTS_DIR  # noqa: E402
 from restore.predict import predict  # noqa: E402
 from tests.helpers import compose_config  # noqa: E402
-
 
 SHIPPED = WEIGHTS_DIR / "maxim1s_w32_cbsd432_sigma25.ckpt"
 

@@ -54,7 +54,9 @@ def test_the_cbsd432_preset_logs_minutes_at_each_validation_and_its_curve_shows_
     assert len(minutes) == 2 and 0 < minutes[0] < minutes[1]
     assert [step for step, _ in logged(run, "val/CBSD432-val/psnr")] == [1, 3]
     out = tmp_path / "curve" / "curve.png"
-    done = run_command("benchmarks/learning_curve.py", str(run), "--out", str(out), "--baseline", "bm3d", "--workers", "1")
+    done = run_command(
+        "benchmarks/learning_curve.py", str(run), "--out", str(out), "--baseline", "bm3d", "--workers", "1"
+    )
     assert done.returncode == 0, done.stderr
     assert out.stat().st_size > 10_000 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     holdout = json.loads((out.parent / "bm3d_holdout.json").read_text())

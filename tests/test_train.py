@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
+import resource
 import signal
 import subprocess
 import sys
@@ -32,8 +34,9 @@ TINY = ["data=demo", "model=maxim_1s", "model.features=8", "trainer=cpu"]
 FAST = [*TINY, "data.patch_size=64", "data.batch_size=2", "data.val_max_images=1", "logger=csv"]
 
 
-def train(run_dir: Path, *overrides: str, timeout: int = 600, check: bool = True, wait: bool = True):
-    """Run train.py with ``overrides`` into ``run_dir``; returns the CompletedProcess (or the Popen)."""
+def train(run_dir: Path, *overrides: str, timeout: int = 600, check: bool = True, wait: bool = True, preexec_fn=None):
+    """Run train.py with ``overrides`` into ``run_dir``; returns the CompletedProcess (or the Popen).
+    ``preexec_fn`` runs in the child before train.py starts (resource limits)."""
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
     command = [sys.executable, "train.py", *overrides]
     if not any(o.startswith(("--multirun", "-m")) for o in overrides):
@@ -41,8 +44,10 @@ def train(run_dir: Path, *overrides: str, timeout: int = 600, check: bool = True
     if not wait:  # output to a file: an unread pipe would fill up and stall the run
         run_dir.mkdir(parents=True, exist_ok=True)
         log = open(run_dir.parent / f"{run_dir.name}.log", "w")  # noqa: SIM115 - closed by the OS with the process
-        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
+    done = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, preexec_fn=preexec_fn
+    )
     if check and done.returncode != 0:
         raise AssertionError(f"train.py failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
     return done
@@ -137,44 +142,139 @@ def test_ddp_validation_scores_every_image_once_and_multirun_keeps_one_dir_per_j
     assert validate_in_one_process(run) == pytest.approx(ddp_psnr, abs=1e-4)
 
 
-def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
-    """SIGKILL mid-run, resume from last.ckpt: same final step and, deterministic on CPU, the same
-    weights, the EMA of the weights included."""
-    steps = [
-        "trainer.max_steps=12",
-        "callbacks.last_checkpoint.every_n_train_steps=2",
-        "trainer.deterministic=true",
-        "trainer.val_check_interval=1000",
-        "callbacks=ema",
-        "callbacks.ema.update_starting_at_step=1",
-    ]
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    train(straight, *FAST, *steps)
+RESUMABLE = [
+    "trainer.max_steps=12",
+    "callbacks.last_checkpoint.every_n_train_steps=2",
+    "trainer.deterministic=true",
+    "trainer.val_check_interval=1000",
+]
 
-    process = train(killed, *FAST, *steps, wait=False)
-    last = killed / "checkpoints" / "last.ckpt"
+
+def signal_mid_run(run_dir: Path, overrides: list[str], signum: int) -> tuple[subprocess.Popen, int]:
+    """Start a run, send ``signum`` once a checkpoint of step 4 or later exists; the process and
+    the step of that checkpoint."""
+    process = train(run_dir, *overrides, wait=False)
+    last = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
     while time.time() < deadline:
         if last.exists() and 4 <= _step_of(last) < 12:
             break
-        assert process.poll() is None, "the run ended before it could be killed: see killed.log"
+        assert process.poll() is None, f"the run ended before the signal: see {run_dir.name}.log"
         time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    killed_at = _step_of(last)
-    assert 4 <= killed_at < 12
+    seen = _step_of(last)
+    process.send_signal(signum)
+    process.wait(timeout=300)
+    return process, seen
 
-    train(killed, *FAST, *steps, f"ckpt_path={last}")
-    resumed, reference = checkpoint(last), checkpoint(straight / "checkpoints" / "last.ckpt")
+
+def assert_same_weights(resumed: dict, reference: dict, keys=("state_dict",)) -> None:
     assert resumed["global_step"] == reference["global_step"] == 12
-    for weights in ("state_dict", "current_model_state"):  # the EMA weights, and the trained weights
+    for weights in keys:
         assert resumed[weights].keys() == reference[weights].keys()
         for name, value in reference[weights].items():
-            assert torch.equal(resumed[weights][name], value), (
-                f"{weights}: {name} differs after resuming at {killed_at}"
-            )
+            assert torch.equal(resumed[weights][name], value), f"{weights}: {name} differs after resuming"
+
+
+def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
+    """SIGKILL mid-run, resume from last.ckpt: same final step and, deterministic on CPU, the same
+    weights, the EMA of the weights included."""
+    steps = [*RESUMABLE, "callbacks=ema", "callbacks.ema.update_starting_at_step=1"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    train(straight, *FAST, *steps)
+    _, killed_at = signal_mid_run(killed, [*FAST, *steps], signal.SIGKILL)
+    last = killed / "checkpoints" / "last.ckpt"
+    assert 4 <= _step_of(last) < 12
+
+    train(killed, *FAST, *steps, f"ckpt_path={last}")
+    reference = checkpoint(straight / "checkpoints" / "last.ckpt")
+    # the EMA weights, and the trained weights
+    assert_same_weights(checkpoint(last), reference, keys=("state_dict", "current_model_state"))
     ema, trained = reference["state_dict"], reference["current_model_state"]
     assert any(not torch.equal(ema[name], trained[name]) for name in ema)  # the EMA really averaged
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
+def test_a_preempted_run_saves_the_step_it_stopped_after_and_resumes_to_the_same_weights(tmp_path, signum):
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    train(straight, *FAST, *RESUMABLE)
+    process, seen = signal_mid_run(stopped, [*FAST, *RESUMABLE], signum)
+    last = stopped / "checkpoints" / "last.ckpt"
+    output = (stopped.parent / f"{stopped.name}.log").read_text()
+    assert process.returncode == 128 + signum  # a stop, not a finished job
+    step = _step_of(last)
+    assert seen <= step < 12  # the step the signal interrupted was finished and saved
+    assert f"stopped by {signal.Signals(signum).name} after step {step}; its checkpoint is {last}" in output
+    assert f"resume with ckpt_path={last}" in output and "Traceback" not in output
+    assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt"]  # no partial file left
+
+    train(stopped, *FAST, *RESUMABLE, f"ckpt_path={last}")
+    assert_same_weights(checkpoint(last), checkpoint(straight / "checkpoints" / "last.ckpt"))
+
+
+def test_a_sigterm_to_one_of_two_gloo_ranks_stops_both_after_the_same_step_and_resumes_exactly(tmp_path):
+    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    train(straight, *FAST, *ddp, *RESUMABLE)
+    process, seen = signal_mid_run(stopped, [*FAST, *ddp, *RESUMABLE], signal.SIGTERM)  # rank 0 only
+    last = stopped / "checkpoints" / "last.ckpt"
+    assert process.returncode == 128 + signal.SIGTERM
+    assert seen <= _step_of(last) < 12
+    assert "stopped by SIGTERM after step" in (stopped.parent / f"{stopped.name}.log").read_text()
+
+    train(stopped, *FAST, *ddp, *RESUMABLE, f"ckpt_path={last}")
+    assert_same_weights(checkpoint(last), checkpoint(straight / "checkpoints" / "last.ckpt"))
+
+
+def test_a_diverging_run_stops_on_the_step_it_happens_and_never_saves_non_finite_weights(tmp_path):
+    # Adam moves every weight by about lr per step: lr=1e30 overflows the next forward pass
+    done = train(
+        tmp_path,
+        *FAST,
+        "module.lr=1e30",
+        "module.min_lr=0",
+        "trainer.gradient_clip_val=null",
+        "trainer.max_steps=10",
+        "callbacks.last_checkpoint.every_n_train_steps=1",
+        check=False,
+    )
+    assert done.returncode == 3
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    good = checkpoint(last)["global_step"]
+    assert re.search(rf"training diverged at step {good + 1}: the gradient norm is (nan|inf)", line), line
+    assert f"the last good checkpoint is {last} (step {good})" in line and "module.lr" in line
+    assert "Traceback" not in done.stdout + done.stderr
+    saved = sorted(p for p in last.parent.iterdir())
+    assert saved and all(p.suffix == ".ckpt" for p in saved)  # no partial file left behind
+    for path in saved:
+        assert all(value.isfinite().all() for value in checkpoint(path)["state_dict"].values()), path.name
+
+
+def test_a_checkpoint_that_does_not_fit_stops_the_run_in_one_line_and_keeps_the_previous_one(tmp_path):
+    steps = ["trainer.val_check_interval=1000", "callbacks.last_checkpoint.every_n_train_steps=2"]
+    train(tmp_path, *FAST, *steps, "trainer.max_steps=2")
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    limit = len(before) // 2  # every log and config file fits; a checkpoint does not
+
+    def small_files() -> None:  # in the child: files may not grow past the limit (EFBIG, not a kill)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    done = train(
+        tmp_path, *FAST, *steps, "trainer.max_steps=6", f"ckpt_path={last}", check=False, preexec_fn=small_files
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert re.search(
+        rf"cannot write the checkpoint {tmp_path}/checkpoints/\S+ \(File too large\): it needs about \d+ MiB", line
+    )
+    assert f"{tmp_path / 'checkpoints'} has" in line and f"resume with ckpt_path={last}" in line
+    assert "Traceback" not in done.stdout + done.stderr
+    assert last.read_bytes() == before and checkpoint(last)["global_step"] == 2  # still the previous, loadable
+    assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt", "step0000002.ckpt"] or sorted(
+        p.name for p in last.parent.iterdir()
+    ) == ["last.ckpt"]
 
 
 def _step_of(path: Path) -> int:
@@ -303,9 +403,13 @@ def test_a_resumed_run_continues_the_clock_and_the_schedule_of_the_first_leg(tmp
     budget = "trainer.max_time=00:00:10:00"
     train(tmp_path / "leg1", *TIMED, budget, "trainer.max_steps=3")
     first = scheduler_state(tmp_path / "leg1" / "checkpoints" / "last.ckpt")
-    train(tmp_path / "leg2", *TIMED, budget, "trainer.max_steps=6", f"ckpt_path={tmp_path / 'leg1/checkpoints/last.ckpt'}")
+    train(
+        tmp_path / "leg2", *TIMED, budget, "trainer.max_steps=6", f"ckpt_path={tmp_path / 'leg1/checkpoints/last.ckpt'}"
+    )
     second = scheduler_state(tmp_path / "leg2" / "checkpoints" / "last.ckpt")
-    assert 0 < first[0] < second[0] < 0.5 and second[2] > first[2]  # the second leg's clock starts where the first ended
+    assert (
+        0 < first[0] < second[0] < 0.5 and second[2] > first[2]
+    )  # the second leg's clock starts where the first ended
     assert second[1] < first[1] < 1e-3  # still going down the same cosine
 
 

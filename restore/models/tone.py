@@ -126,7 +126,9 @@ def fit_on_dataset(name: str, data_root: Path, split: str = "train") -> tuple[np
         raise ValueError(f"{benchmark.name} is not a paired dataset; a tone curve is fitted on (input, target) pairs")
     dataset = build_dataset(benchmark.name, data_root / benchmark.name, split)
     pairs = (dataset[i] for i in range(len(dataset)))
-    curve = fit_tone_curve((item["input"].permute(1, 2, 0).numpy(), item["target"].permute(1, 2, 0).numpy()) for item in pairs)
+    curve = fit_tone_curve(
+        (item["input"].permute(1, 2, 0).numpy(), item["target"].permute(1, 2, 0).numpy()) for item in pairs
+    )
     held_out = " without its hold-out" if split == "train" and benchmark.holdout is not None else ""
     return curve, f"{benchmark.name} {split}{held_out} ({len(dataset)} pairs)"
 

@@ -107,7 +107,11 @@ def test_the_curve_is_fitted_on_the_training_split_without_its_holdout(tmp_path)
     curve, fitted_on = fit_on_dataset("LOL", tmp_path)
     assert fitted_on == "LOL train without its hold-out (38 pairs)"  # 5% of 40 held out
     np.testing.assert_allclose(curve[:, 20], min(3 * 20 / 255, 1), atol=2 / 255)
-    done = run_command("-m", "restore.models.tone", "LOL", "--data-root", str(tmp_path), "--out", str(tmp_path / "c.yaml"))
+    done = run_command(
+        "-m", "restore.models.tone", "LOL", "--data-root", str(tmp_path), "--out", str(tmp_path / "c.yaml")
+    )
     assert done.returncode == 0 and (tmp_path / "c.yaml").is_file(), done.stderr
-    again = run_command("-m", "restore.models.tone", "LOL", "--data-root", str(tmp_path), "--out", str(tmp_path / "c.yaml"))
+    again = run_command(
+        "-m", "restore.models.tone", "LOL", "--data-root", str(tmp_path), "--out", str(tmp_path / "c.yaml")
+    )
     assert again.returncode == 2 and again.stderr.count("\n") == 1 and "never overwritten" in again.stderr
