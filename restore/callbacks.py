@@ -9,6 +9,7 @@ averaged weights and checkpoints store them as ``state_dict``); see
 from __future__ import annotations
 
 import errno
+import io
 import os
 import shutil
 import signal
@@ -295,17 +296,6 @@ class DiskFull(UserError):
 NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
-def tensor_bytes(value) -> int:
-    """The bytes of the tensors in a (nested) checkpoint: about the size of its file."""
-    if isinstance(value, torch.Tensor):
-        return value.numel() * value.element_size()
-    if isinstance(value, dict):
-        return sum(tensor_bytes(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return sum(tensor_bytes(v) for v in value)
-    return 0
-
-
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write each checkpoint next to its destination, then rename it into place.
 
@@ -316,21 +306,29 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     previous one or the new one, never a mix. A write that fails for lack of
     room removes its partial file and stops the run with :class:`DiskFull`,
     which says how much room the checkpoint needs and how much there is.
+
+    The checkpoint is serialised in memory first: torch.save's own file writer reports a
+    failed write as a RuntimeError about stream positions, without the system's error.
     """
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.partial")
+        data = io.BytesIO()
+        torch.save(checkpoint, data)
         try:
-            torch.save(checkpoint, partial)
+            with open(partial, "wb") as handle:
+                handle.write(data.getbuffer())
+                handle.flush()
+                os.fsync(handle.fileno())  # a full disk may only say so when the data is flushed
             os.replace(partial, path)
         except OSError as err:
             if err.errno not in NO_ROOM:
                 raise
-            needed, free = tensor_bytes(checkpoint) / 2**20, shutil.disk_usage(path.parent).free / 2**20
+            needed, free = data.getbuffer().nbytes / 2**20, shutil.disk_usage(path.parent).free / 2**20
             raise DiskFull(
-                f"cannot write the checkpoint {path} ({os.strerror(err.errno)}): it needs about {needed:.0f} MiB, "
+                f"cannot write the checkpoint {path} ({os.strerror(err.errno)}): it needs {needed:.1f} MiB, "
                 f"{path.parent} has {free:.0f} MiB free; make room (or raise the quota or file-size limit)"
             ) from None
         finally:

@@ -266,15 +266,12 @@ def test_a_checkpoint_that_does_not_fit_stops_the_run_in_one_line_and_keeps_the_
     )
     assert done.returncode == 2, done.stderr[-3000:]
     (line,) = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert re.search(
-        rf"cannot write the checkpoint {tmp_path}/checkpoints/\S+ \(File too large\): it needs about \d+ MiB", line
-    )
+    written = r"cannot write the checkpoint \S+/checkpoints/\S+\.ckpt \(File too large\): it needs \d+\.\d MiB"
+    assert re.search(written, line), line
     assert f"{tmp_path / 'checkpoints'} has" in line and f"resume with ckpt_path={last}" in line
     assert "Traceback" not in done.stdout + done.stderr
     assert last.read_bytes() == before and checkpoint(last)["global_step"] == 2  # still the previous, loadable
-    assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt", "step0000002.ckpt"] or sorted(
-        p.name for p in last.parent.iterdir()
-    ) == ["last.ckpt"]
+    assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt"]  # no partial file left behind
 
 
 def _step_of(path: Path) -> int:
