@@ -8,6 +8,7 @@ through ``restore.metrics`` under each validation set's protocol.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import lightning.pytorch as pl
@@ -30,8 +31,8 @@ class WarmupCosine:
     """Learning-rate factor per optimizer step: linear warm-up, then cosine to ``min_lr``.
 
     By steps (``total_steps``), or by time: with ``total_steps=None`` the cosine follows
-    ``progress``, the fraction of the run's time budget spent so far, which the module sets
-    after every step; the warm-up still counts steps. A callable object rather than a closure
+    ``progress``, the fraction of the run's time budget spent when the next step ends, which
+    the module sets after every step; the warm-up still counts steps. A callable object rather than a closure
     so LambdaLR saves its state (``progress`` included) in the checkpoint.
     """
 
@@ -161,12 +162,18 @@ class RestorationModule(pl.LightningModule):
             raise Diverged(self.trainer.global_step + 1, f"the gradient norm is {total.item()}")
         self.log("train/grad_norm", total)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        # Lightning steps the schedule right after this hook: the next step's rate sees the time spent.
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        self._step_started = time.perf_counter()
+
+    def lr_scheduler_step(self, scheduler, metric=None) -> None:
+        """After each optimizer step. By time, the next step's rate is the cosine at the moment that
+        step will end (this step's duration ahead): the step that uses up the budget runs at min_lr."""
         if self.hparams.schedule_by == "time":
             timer = time_budget(self.trainer)
-            spent = timer.time_elapsed("train")
-            self._schedule.progress = spent / max(spent + timer.time_remaining("train"), 1e-9)
+            spent, left = timer.time_elapsed("train"), timer.time_remaining("train")
+            ahead = time.perf_counter() - self._step_started
+            self._schedule.progress = (spent + ahead) / max(spent + left, 1e-9)
+        scheduler.step()
 
     def configure_optimizers(self):
         hp = self.hparams
