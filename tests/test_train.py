@@ -212,7 +212,7 @@ def test_a_preempted_run_saves_the_step_it_stopped_after_and_resumes_to_the_same
 
 
 def test_a_sigterm_to_one_of_two_gloo_ranks_stops_both_after_the_same_step_and_resumes_exactly(tmp_path):
-    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data.val_max_images=2"]  # one per rank
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     train(straight, *FAST, *ddp, *RESUMABLE)
     process, seen = signal_mid_run(stopped, [*FAST, *ddp, *RESUMABLE], signal.SIGTERM)  # rank 0 only
