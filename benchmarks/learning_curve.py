@@ -54,8 +54,6 @@ def read_curve(metrics_csv: Path) -> list[dict]:
                         "input_psnr": float(row["val/input_psnr"]),
                     }
                 )
-    if not points:
-        raise SystemExit(f"{metrics_csv}: no rows with both val/psnr and time/minutes")
     return points
 
 
@@ -133,10 +131,14 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for --ckpt")
     parser.add_argument("--title", default="Hold-out PSNR while training")
     args = parser.parse_args(argv)
-    logs = sorted((args.run_dir / "csv").glob("version_*/metrics.csv"))
+    logs = sorted((args.run_dir / "csv").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name[8:]))
     if not logs:
         raise SystemExit(f"{args.run_dir}: no csv/version_*/metrics.csv (train with logger=csv)")
-    points = read_curve(logs[-1])
+    # a resumed run logs into a new version: one curve over every leg (its minutes continue
+    # across legs when the run has a time budget)
+    points = sorted((point for log in logs for point in read_curve(log)), key=lambda point: point["step"])
+    if not points:
+        raise SystemExit(f"{args.run_dir}: no validation rows with both val/psnr and time/minutes in {len(logs)} log(s)")
     baseline = final = None
     if args.baseline:
         model = build_model(load_preset(args.baseline))

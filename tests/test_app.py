@@ -16,13 +16,14 @@ from rich.console import Console
 pytest.importorskip("gradio", reason="the app extra is not installed: pip install -e '.[app]'")
 from gradio_client import Client, handle_file  # noqa: E402
 
-from restore.app import CLEAN, RESTORE, serve  # noqa: E402
+from restore.app import CLEAN, RESTORE, model_choices, serve  # noqa: E402
 from restore.data.layout import SkimageSource  # noqa: E402
 from restore.models.ship import WEIGHTS_DIR  # noqa: E402
 from restore.predict import predict  # noqa: E402
 from tests.helpers import compose_config  # noqa: E402
 
 SHIPPED = WEIGHTS_DIR / "maxim1s_w32_cbsd432_sigma25.ckpt"
+LOW_LIGHT = WEIGHTS_DIR / "maxim1s_w32_lol.ckpt"
 
 
 def free_port() -> int:
@@ -88,6 +89,20 @@ def test_the_clean_photo_mode_scores_the_degraded_and_the_restored_photo(app, tm
     degraded, restored = (float(v) for v in re.findall(r"\| (?:degraded|restored) \| ([\d.]+) \|", report))
     assert restored > degraded + 5  # the shipped denoiser at the noise level it was trained for
     assert cv2.imread(before).shape == cv2.imread(after).shape == (48, 64, 3)
+
+
+def test_the_shipped_low_light_model_is_offered_and_its_clean_photo_mode_darkens_the_photo(app, tmp_path):
+    _, client = app
+    choices = {choice.label: choice for choice in model_choices(compose_config("app"))}
+    low_light = f"lowlight: shipped, trained here ({LOW_LIGHT.name})"
+    assert choices[low_light].overrides == (f"ckpt={LOW_LIGHT}",) and choices[low_light].task == "lowlight"
+    source = tmp_path / "cat.png"
+    photo_16bit(source)
+    (before, after), _, report = client.predict(handle_file(str(source)), low_light, CLEAN, 0.5, False, api_name="/restore")
+    assert "low_light exposure=0.25" in report  # strength 0.5 of the task's exposure range [0.1, 0.4]
+    degraded, restored = (float(v) for v in re.findall(r"\| (?:degraded|restored) \| ([\d.]+) \|", report))
+    assert restored > degraded + 3
+    assert cv2.imread(before).mean() < cv2.imread(after).mean()  # the degraded photo is the dark one
 
 
 def test_a_bad_upload_gets_a_message_not_a_trace(app, tmp_path):
