@@ -45,6 +45,7 @@ def test_the_lol_preset_validates_on_its_holdout_and_ends_at_the_floor_of_its_ti
         f"data_root={tmp_path / 'data'}",
         "model.features=8",
         "trainer.max_time=00:00:00:15",
+        "module.warmup_steps=2",  # the preset warms up over 200 steps, more than 15 s hold
         "trainer.val_check_interval=4",
         "data.num_workers=0",
     )
