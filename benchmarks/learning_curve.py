@@ -138,7 +138,7 @@ def main(argv=None) -> int:
     # across legs when the run has a time budget)
     points = sorted((point for log in logs for point in read_curve(log)), key=lambda point: point["step"])
     if not points:
-        raise SystemExit(f"{args.run_dir}: no validation rows with both val/psnr and time/minutes in {len(logs)} log(s)")
+        raise SystemExit(f"{args.run_dir}: no rows with both val/psnr and time/minutes in {len(logs)} log(s)")
     baseline = final = None
     if args.baseline:
         model = build_model(load_preset(args.baseline))

@@ -98,7 +98,8 @@ def test_the_shipped_low_light_model_is_offered_and_its_clean_photo_mode_darkens
     assert choices[low_light].overrides == (f"ckpt={LOW_LIGHT}",) and choices[low_light].task == "lowlight"
     source = tmp_path / "cat.png"
     photo_16bit(source)
-    (before, after), _, report = client.predict(handle_file(str(source)), low_light, CLEAN, 0.5, False, api_name="/restore")
+    upload = handle_file(str(source))
+    (before, after), _, report = client.predict(upload, low_light, CLEAN, 0.5, False, api_name="/restore")
     assert "low_light exposure=0.25" in report  # strength 0.5 of the task's exposure range [0.1, 0.4]
     degraded, restored = (float(v) for v in re.findall(r"\| (?:degraded|restored) \| ([\d.]+) \|", report))
     assert restored > degraded + 3
