@@ -80,12 +80,6 @@ def predict_config(overrides: list[str]) -> DictConfig:
         return compose("predict", overrides=overrides)
 
 
-def shipped_models() -> dict[str, Path]:
-    """Task -> the model this project trained and ships for it (``shipped:`` of conf/task/), if present."""
-    found = {task: shipped_model(OmegaConf.load(CONF_DIR / "task" / f"{task}.yaml")) for task in TASKS}
-    return {task: path for task, path in found.items() if path is not None}
-
-
 def model_choices(cfg: DictConfig) -> list[Choice]:
     """The command line's model first, then the models shipped for each task, then each release on disk."""
     choices = []
@@ -94,10 +88,13 @@ def model_choices(cfg: DictConfig) -> list[Choice]:
             choices.append(Choice(f"{key}={cfg[key]}", (f"{key}={cfg[key]}",), cfg.task))
     if cfg.get("model") is not None:
         choices.append(Choice(f"model={cfg.model}", (f"model={cfg.model}", *cfg.model_overrides), cfg.task))
-    for task, path in shipped_models().items():
-        choices.append(Choice(f"{task}: shipped, trained here ({path.name})", (f"ckpt={path}",), task))
-    for task in TASKS:
-        release = OmegaConf.load(CONF_DIR / "task" / f"{task}.yaml").release
+    tasks = {task: OmegaConf.load(CONF_DIR / "task" / f"{task}.yaml") for task in TASKS}
+    for task, task_cfg in tasks.items():
+        shipped = shipped_model(task_cfg)
+        if shipped is not None:
+            choices.append(Choice(f"{task}: shipped, trained here ({shipped.name})", (f"ckpt={shipped}",), task))
+    for task, task_cfg in tasks.items():
+        release = task_cfg.release
         if (Path(cfg.weights_dir) / release / "checkpoint.npz").is_file():
             overrides = (f"task={task}", f"weights_dir={cfg.weights_dir}")
             choices.append(Choice(f"{task}: the official MAXIM ({release})", overrides, task))

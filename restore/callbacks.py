@@ -79,6 +79,11 @@ class ValidationImageLogger(pl.Callback):
             )
 
 
+def trainer_clock(trainer: pl.Trainer) -> Timer | None:
+    """The Timer Lightning adds for ``trainer.max_time``; a resumed run's clock includes earlier legs."""
+    return next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+
+
 class WallClock(pl.Callback):
     """Logs ``time/minutes``, the wall-clock minutes of training so far, with every validation,
     so a learning curve can be drawn against time as well as steps.
@@ -96,7 +101,7 @@ class WallClock(pl.Callback):
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if self._start is None or trainer.sanity_checking:
             return
-        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        timer = trainer_clock(trainer)
         seconds = timer.time_elapsed("train") if timer is not None else time.perf_counter() - self._start
         pl_module.log("time/minutes", seconds / 60, rank_zero_only=True)
 

@@ -22,6 +22,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import grad_norm
 from omegaconf import DictConfig, OmegaConf
 
+from restore.callbacks import trainer_clock
 from restore.inference import forward_padded
 from restore.losses import MultiStageLoss
 from restore.metrics import Protocol, score
@@ -59,7 +60,7 @@ def cosine(progress: float) -> float:
 
 def time_budget(trainer: pl.Trainer) -> Timer:
     """The trainer's clock of ``trainer.max_time``; it counts the time of earlier legs of a resumed run."""
-    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    timer = trainer_clock(trainer)
     if timer is None:
         raise ValueError("module.schedule_by=time needs trainer.max_time (e.g. trainer.max_time=00:01:40:00)")
     return timer

@@ -215,10 +215,11 @@ def model_for_prediction(cfg: DictConfig) -> tuple[nn.Module, str]:
     weights = Path(cfg.weights) if cfg.get("weights") is not None else None
     if weights is None:
         weights = Path(cfg.weights_dir) / cfg.release / "checkpoint.npz"
-        shipped = shipped_model(cfg)
-        if not weights.is_file() and shipped is not None:
-            return load_model(ckpt=shipped), f"task={task}: {shipped.name}, trained by this project ({weights} absent)"
         if not weights.is_file():
+            shipped = shipped_model(cfg)
+            if shipped is not None:
+                description = f"task={task}: {shipped.name}, trained by this project ({weights} absent)"
+                return load_model(ckpt=shipped), description
             raise ConfigError(
                 f"task={task}: the released weights are expected at {weights}; download "
                 f"gs://gresearch/maxim/ckpt/{cfg.release}/checkpoint.npz (google-research/maxim README) "

@@ -22,7 +22,7 @@ from restore.config_types import check_config_types
 from restore.errors import ConfigError, UserError, exit_on_user_error, one_line
 from restore.memory import check_step_memory
 from restore.models.convert import CheckpointError
-from restore.models.loading import read_checkpoint
+from restore.models.loading import load_model, read_checkpoint
 from restore.module import Diverged, RestorationModule
 
 
@@ -100,6 +100,16 @@ def check_resumable(path: Path, module: RestorationModule) -> dict:
     return checkpoint
 
 
+def initialise_weights(module: RestorationModule, path: str, model_cfg: DictConfig) -> None:
+    """The network's weights from ``path``, which must hold exactly this run's model (a
+    CheckpointError names the file and what differs); optimizer and schedule start afresh."""
+    try:
+        trained = load_model(ckpt=path, model_cfg=model_cfg)
+    except CheckpointError as err:
+        raise CheckpointError(f"init_from: {err}") from None
+    module.model.load_state_dict(trained.state_dict())
+
+
 def resume_wandb_run(cfg: DictConfig, checkpoint: dict | None) -> None:
     """Point the wandb logger at the run a resumed checkpoint was logging to."""
     logger_cfg = cfg.get("logger")
@@ -135,6 +145,8 @@ def train(cfg: DictConfig) -> float | None:
     check_value_types(cfg)
     module = _build("model", lambda: RestorationModule(model=cfg.model, **cfg.module))
     check_config(cfg, getattr(module.model, "size_multiple", (1, 1)))
+    if cfg.get("init_from") and ckpt is None:  # a resumed run has its own, newer weights
+        initialise_weights(module, cfg.init_from, cfg.model)
     datamodule = _build("data", lambda: instantiate(cfg.data))
     datamodule.setup("fit")  # a missing or broken dataset stops the run here, before any logger starts
     resume_wandb_run(cfg, None if ckpt is None else check_resumable(ckpt, module))
@@ -207,7 +219,7 @@ def last_good(checkpoint_dir: Path) -> str:
     fix = "start again with a lower module.lr or a gradient clip (trainer.gradient_clip_val)"
     if not last.is_file():
         return f"there is no checkpoint before it; {fix}"
-    step = torch.load(last, map_location="cpu", weights_only=True).get("global_step")
+    step = read_checkpoint(last).get("global_step")
     return f"the last good checkpoint is {last} (step {step}); {fix}"
 
 

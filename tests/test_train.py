@@ -316,6 +316,23 @@ def test_wandb_offline_run_holds_metrics_config_and_image_panels(tmp_path):
     assert checkpoint(tmp_path / "checkpoints" / "last.ckpt")["wandb_run_id"] == run_id
 
 
+def test_init_from_starts_a_run_from_trained_weights_and_refuses_another_model_in_one_line(tmp_path):
+    first, second, wider = tmp_path / "first", tmp_path / "second", tmp_path / "wider"
+    train(first, *FAST, "trainer.max_steps=2")
+    trained = first / "checkpoints" / "last.ckpt"
+    # at lr 1e-30 Adam's steps vanish below float resolution: the run holds the weights it started from
+    train(second, *FAST, "trainer.max_steps=1", "module.lr=1e-30", "module.min_lr=0", f"init_from={trained}")
+    started, source = checkpoint(second / "checkpoints" / "last.ckpt"), checkpoint(trained)
+    assert started["global_step"] == 1  # a new run: its own optimizer and step count
+    for name, value in source["state_dict"].items():
+        torch.testing.assert_close(started["state_dict"][name], value, rtol=0, atol=1e-20, msg=name)
+
+    done = train(wider, *FAST, "trainer.max_steps=1", "model.features=16", f"init_from={trained}", check=False)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0 and "Traceback" not in output
+    assert f"init_from: {trained}: the state_dict weights do not fit the model config" in output
+
+
 @pytest.mark.parametrize(
     "override, message",
     [

@@ -95,6 +95,7 @@ class RestorationDataModule(L.LightningDataModule):
     val_max_images: caps each validation set (evenly spaced images), None for all.
     patches_per_image: crops cut from each decoded training image (decoding is the
         cost of large images; crops of one image land in the same batch).
+    channel_shuffle: training samples also get a random order of R, G, B.
     cache_dir: where training images are kept decoded, uncompressed (3 bytes per pixel,
         written during the first epoch); None decodes every time.
     options: dataset options, e.g. GoPro's ``blur_kind``.
@@ -114,6 +115,7 @@ class RestorationDataModule(L.LightningDataModule):
         batch_size: int = 8,
         num_workers: int = 4,
         patches_per_image: int = 1,
+        channel_shuffle: bool = False,
         cache_dir: str | None = None,
         seed: int = 0,
         pin_memory: bool | None = None,
@@ -142,6 +144,9 @@ class RestorationDataModule(L.LightningDataModule):
         self.train_split = train_split
         self.patch_size, self.batch_size, self.num_workers = patch_size, batch_size, num_workers
         self.patches_per_image, self.cache_dir, self.seed = patches_per_image, cache_dir, seed
+        if not isinstance(channel_shuffle, bool):
+            raise ValueError(f"data.channel_shuffle must be true or false, got {channel_shuffle!r}")
+        self.channel_shuffle = channel_shuffle
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         default_val = [{"split": self.benchmark.val_split}] if self.benchmark.val_split else []
         default_test = [{"split": split} for split in self.benchmark.test_splits]
@@ -220,6 +225,7 @@ class RestorationDataModule(L.LightningDataModule):
                 seed=self.seed,
                 patch_size=self.patch_size,
                 augment=True,
+                channel_shuffle=self.channel_shuffle,
                 cache_dir=self.cache_dir,
                 **self.options,
             )

@@ -108,22 +108,38 @@ class GaussianNoise(Degradation):
     """Additive white Gaussian noise of standard deviation ``sigma`` / 255.
 
     Not clipped by default: the synthetic denoising literature adds the noise in
-    float and restores the unclipped image.
+    float and restores the unclipped image. ``photo`` is the fraction of images
+    that are instead clipped to [0, 1] and rounded to 8 bits, as a noisy photo
+    saved to a PNG or JPEG is: a model that serves photos must have seen them.
     """
 
     name: ClassVar[str] = "gaussian_noise"
     bounds: ClassVar[dict[str, tuple[float, float]]] = {"sigma": (0, 255)}
     sigma: Range = 25.0
     clip: bool = False
+    photo: float = 0.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.photo, bool) or not isinstance(self.photo, (int, float)) or not 0 <= self.photo <= 1:
+            raise ValueError(f"gaussian_noise.photo must be a fraction in [0, 1], got {self.photo!r}")
 
     def sample(self, images: Tensor, generator: torch.Generator | None) -> Params:
         sigma = self.draw("sigma", images, generator)  # (B,), 0-255 scale
         noise = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)
-        return {"sigma": sigma, "noise": noise * (sigma / 255).view(-1, 1, 1, 1).to(images.dtype)}
+        params = {"sigma": sigma, "noise": noise * (sigma / 255).view(-1, 1, 1, 1).to(images.dtype)}
+        if self.photo > 0:  # drawn after the noise, so photo=0 keeps every earlier seed's draws
+            params["photo"] = torch.rand(images.shape[0], generator=generator, device=images.device) < self.photo
+        return params
 
     def apply(self, images: Tensor, params: Params) -> Tensor:
         out = images + params["noise"]
-        return out.clamp(0, 1) if self.clip else out
+        if self.clip:
+            out = out.clamp(0, 1)
+        if "photo" in params:
+            saved = (out.clamp(0, 1) * 255).round() / 255
+            out = torch.where(params["photo"].view(-1, 1, 1, 1), saved, out)
+        return out
 
 
 @dataclass(frozen=True)

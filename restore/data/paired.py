@@ -38,6 +38,7 @@ class RestorationDataset(Dataset):
         seed: int = 0,
         patch_size: int | None = None,
         augment: bool = False,
+        channel_shuffle: bool = False,
         cache_dir: str | Path | None = None,
     ):
         self.benchmark, self.samples = benchmark, samples
@@ -47,6 +48,10 @@ class RestorationDataset(Dataset):
             steps.append(A.RandomCrop(patch_size, patch_size))
         if augment:
             steps.append(A.SquareSymmetry())  # the 8 flips and quarter turns, uniformly
+        if channel_shuffle:
+            # One of the 6 orders of R, G, B per sample: colors a training set lacks (saturated blues,
+            # greens) appear, while the noise statistics, the same in every channel, do not change.
+            steps.append(A.ChannelShuffle(p=1.0))
         # additional_targets: the target gets exactly the crop and flips of the input.
         self.transform = A.Compose(steps, additional_targets={"target": "image"}) if steps else None
         self._last_read: tuple[int, np.ndarray | None, np.ndarray | None] | None = None
@@ -140,6 +145,7 @@ def build_dataset(
     seed: int = 0,
     patch_size: int | None = None,
     augment: bool = False,
+    channel_shuffle: bool = False,
     max_images: int | None = None,
     cache_dir: str | Path | None = None,
     **options: Any,
@@ -152,6 +158,7 @@ def build_dataset(
     seed: seeds every random choice together with the item's index.
     patch_size: random square crops of this size (full images when None).
     augment: random flips and quarter turns, the same for input and target.
+    channel_shuffle: also a random order of the color channels, the same for input and target.
     max_images: keep this many evenly spaced items (quick validation on large sets).
     cache_dir: keep decoded images there, uncompressed (see ``io.decode_image_cached``); about
         3 bytes per pixel of the dataset, written while the first epoch reads.
@@ -183,5 +190,6 @@ def build_dataset(
         seed=seed,
         patch_size=patch_size,
         augment=augment,
+        channel_shuffle=channel_shuffle,
         cache_dir=cache_dir,
     )

@@ -30,8 +30,9 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
 def shipped_model(task_cfg) -> Path | None:
     """The shipped checkpoint a task config names, when the file is present."""
     name = task_cfg.get("shipped")
-    path = WEIGHTS_DIR / name if name else None
-    return path if path is not None and path.is_file() else None
+    if not name or not (WEIGHTS_DIR / name).is_file():
+        return None
+    return WEIGHTS_DIR / name
 
 
 def ship(source: Path, destination: Path, dtype: torch.dtype = torch.float16) -> dict:

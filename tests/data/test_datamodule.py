@@ -116,6 +116,20 @@ def test_patches_per_image_cuts_consecutive_crops_from_one_image():
     assert batch["name"][0] == batch["name"][1] and not torch.equal(batch["target"][0], batch["target"][1])
 
 
+def test_channel_shuffle_reorders_the_colors_of_the_same_crop():
+    def targets(shuffle):
+        datamodule = instantiate(compose_data("+data=demo", "data.patch_size=16", f"data.channel_shuffle={shuffle}"))
+        datamodule.setup("fit")
+        return [datamodule.train_dataset[StreamKey(image=i % 4, position=i)]["target"] for i in range(12)]
+
+    orders = set()
+    for plain, shuffled in zip(targets("false"), targets("true")):
+        order = [next(c for c in range(3) if torch.equal(shuffled[k], plain[c])) for k in range(3)]
+        assert sorted(order) == [0, 1, 2]  # the same crop and flips, its channels reordered
+        orders.add(tuple(order))
+    assert len(orders) >= 3
+
+
 def test_ranks_draw_disjoint_shards_of_the_stream():
     ranks = [TrainStreamSampler(9, 2, seed=3, rank=rank, world_size=2) for rank in range(2)]
     assert len(ranks[0]) == len(ranks[1]) == 4  # 9 images / 2 ranks -> 2 whole batches of 2 each
@@ -224,6 +238,7 @@ def test_test_only_dataset_refuses_to_train_with_a_clear_error(tmp_path):
         ({"batch_size": 2.5}, r"data\.batch_size must be an integer >= 1"),
         ({"num_workers": -1}, r"data\.num_workers must be an integer >= 0"),
         ({"val_max_images": 0}, r"data\.val_max_images must be a positive integer or null"),
+        ({"channel_shuffle": "yes"}, r"data\.channel_shuffle must be true or false, got .yes."),
         ({"blurkind": "blur"}, r"GoPro has no option blurkind; its options: blur_kind"),
         ({"train_split": "training"}, r"data\.train_split='training': GoPro has splits train, test, val"),
         ({"val_sets": [{"split": "val", "sigma": 5}]}, r"data\.val_sets\[0\] has unknown key\(s\) sigma"),

@@ -36,6 +36,20 @@ def test_gaussian_noise_sigma_range_is_drawn_per_image_and_reported():
     torch.testing.assert_close(measured, params["sigma"], rtol=0.05, atol=0)
 
 
+def test_photo_noise_is_the_protocol_noise_clipped_and_rounded_to_8_bits():
+    clean = _photo_like(shape=(64, 3, 16, 16))
+    float_noisy = build_degradation({"name": "gaussian_noise", "sigma": 50})(clean, seed=3)
+    photos = build_degradation({"name": "gaussian_noise", "sigma": 50, "photo": 1.0})(clean, seed=3)
+    torch.testing.assert_close(photos, (float_noisy.clamp(0, 1) * 255).round() / 255, rtol=0, atol=1e-6)
+    mixed, params = build_degradation({"name": "gaussian_noise", "sigma": 50, "photo": 0.5}).degrade(clean, seed=3)
+    saved = params["photo"]
+    assert 16 < int(saved.sum()) < 48  # about half of the 64 images
+    assert mixed[saved].min() >= 0 and mixed[saved].max() <= 1
+    assert torch.equal(mixed[saved] * 255, (mixed[saved] * 255).round())
+    torch.testing.assert_close(mixed[~saved], clean[~saved] + params["noise"][~saved])
+    assert mixed[~saved].max() > 1  # the others stay float, unclipped
+
+
 def test_poisson_gaussian_noise_variance_follows_the_signal():
     peak, sigma = 50.0, 5.0
     degradation = build_degradation({"name": "poisson_gaussian_noise", "peak": peak, "sigma": sigma})
@@ -162,8 +176,9 @@ def test_spec_from_a_yaml_config_builds_the_same_degradation():
         ({"sigma": 25}, r"unknown degradation None; known degradations: gaussian_noise"),
         (
             {"name": "gaussian_noise", "sigmaa": 25},
-            r"gaussian_noise has no parameter sigmaa; its parameters: sigma, clip",
+            r"gaussian_noise has no parameter sigmaa; its parameters: sigma, clip, photo",
         ),
+        ({"name": "gaussian_noise", "photo": 2}, r"gaussian_noise\.photo must be a fraction in \[0, 1\], got 2"),
         ({"name": "gaussian_noise", "sigma": -5}, r"gaussian_noise\.sigma must lie in \[0, 255\]"),
         ({"name": "gaussian_noise", "sigma": [30, 10]}, r"gaussian_noise\.sigma must be a number or \[low, high\]"),
         ({"name": "motion_blur", "kernel_size": [4, 4]}, r"motion_blur\.kernel_size .* contains no odd size"),
