@@ -28,7 +28,8 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from restore import CONF_DIR
 from restore.cli import restore_options_of
@@ -85,9 +86,11 @@ def model_choices(cfg: DictConfig) -> list[Choice]:
     choices = []
     for key in ("ckpt", "weights"):
         if cfg.get(key) is not None:
-            choices.append(Choice(f"{key}={cfg[key]}", (f"{key}={cfg[key]}",), cfg.task))
+            choices.append(Choice(f"{key}={cfg[key]}", (f"{key}={cfg[key]}",), cfg.model_task))
     if cfg.get("model") is not None:
-        choices.append(Choice(f"model={cfg.model}", (f"model={cfg.model}", *cfg.model_overrides), cfg.task))
+        choices.append(
+            Choice(f"model={cfg.model}", (f"model={cfg.model}", *cfg.get("model_overrides", [])), cfg.model_task)
+        )
     tasks = {task: OmegaConf.load(CONF_DIR / "task" / f"{task}.yaml") for task in TASKS}
     for task, task_cfg in tasks.items():
         shipped = shipped_model(task_cfg)
@@ -289,6 +292,13 @@ def serve(cfg: DictConfig, *, block: bool = True):
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="app")
 def main(cfg: DictConfig) -> None:
+    # model=PRESET is a config group (conf/model): Hydra composes the preset's fields into
+    # cfg.model, while the page hands the preset and its model.FIELD=VALUE overrides on to
+    # restore.predict as they were typed.
+    hydra_cfg = HydraConfig.get()
+    with open_dict(cfg):
+        cfg.model = hydra_cfg.runtime.choices.get("model")
+        cfg.model_overrides = [o for o in hydra_cfg.overrides.task if o.startswith("model.")]
     with exit_on_user_error():
         serve(cfg)
 

@@ -128,3 +128,45 @@ def test_the_page_renders_in_a_headless_browser(app, tmp_path):
     image = cv2.imread(str(shot))
     assert image is not None and image.shape[:2] == (900, 1280)
     assert image.std() > 10 and len(np.unique(image.reshape(-1, 3), axis=0)) > 50  # not a blank page
+
+
+@pytest.mark.parametrize(
+    "options, first",
+    [
+        (["model=identity"], "model=identity"),
+        (["model=maxim_1s", "model.features=8", "model_task=deblur"], "model=maxim_1s"),
+    ],
+    ids=["identity", "preset-with-overrides"],
+)
+def test_the_documented_command_lines_start_the_page_with_their_model_first(tmp_path, options, first):
+    import sys
+    import time
+
+    from tests.helpers import ROOT
+
+    port = free_port()
+    log = tmp_path / "app.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "restore.app", *options, f"port={port}", "device=cpu"],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while "restore app: open" not in log.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.5)
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        assert label(client) == first
+        source = tmp_path / "cat.png"
+        rgb = photo_16bit(source)
+        _, restored, _ = client.predict(handle_file(str(source)), first, RESTORE, 0.5, False, api_name="/restore")
+        out_image = cv2.cvtColor(cv2.imread(restored, cv2.IMREAD_UNCHANGED), cv2.COLOR_BGR2RGB)
+        assert out_image.shape == rgb.shape
+        if first == "model=identity":
+            assert np.array_equal(out_image, rgb)  # the identity model hands the photo back bit for bit
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
