@@ -8,6 +8,7 @@ import hydra
 from omegaconf import DictConfig
 
 from restore import CONF_DIR
+from restore.allocator import keep_freed_memory
 from restore.errors import exit_on_user_error
 from restore.evaluation import evaluate
 
@@ -19,4 +20,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()
     main()

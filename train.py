@@ -4,6 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from restore import CONF_DIR
+from restore.allocator import keep_freed_memory
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
@@ -14,4 +15,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()
     main()

@@ -32,6 +32,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from restore import CONF_DIR
+from restore.allocator import keep_freed_memory
 from restore.cli import restore_options_of
 from restore.data.benchmarks import DEMO_SPLITS
 from restore.data.degrade import build_degradation
@@ -304,4 +305,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()
     main()

@@ -37,6 +37,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from restore import CONF_DIR
+from restore.allocator import keep_freed_memory
 from restore.errors import exit_on_user_error
 from restore.inference import forward_padded, size_multiple
 from restore.models.loading import load_model
@@ -241,4 +242,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()
     main()

@@ -50,6 +50,7 @@ from rich.progress import (
 from torch import nn
 
 from restore import CONF_DIR
+from restore.allocator import keep_freed_memory
 from restore.cli import model_from_config, restore_options_of, wide_console
 from restore.data.io import IMAGE_EXTENSIONS, ImageReadError, decode_image, is_image_file, to_float, write_image
 from restore.data.layout import list_images
@@ -324,4 +325,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()
     main()

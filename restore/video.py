@@ -61,8 +61,10 @@ def is_video_file(path: Path) -> bool:
 def list_videos(folder: Path, *, recursive: bool = False) -> list[Path]:
     """Video files in ``folder`` (sorted); hidden entries (a run's ``.parts`` folders) are left out."""
     entries = folder.rglob("*") if recursive else folder.iterdir()
+
     def hidden(path: Path) -> bool:
         return any(part.startswith(".") for part in path.relative_to(folder).parts)
+
     return sorted(path for path in entries if is_video_file(path) and path.is_file() and not hidden(path))
 
 

@@ -25,8 +25,7 @@ def sample_problem(sample: Sample, *, decode: bool, patch_size: int | None = Non
     if patch_size and known and min(known[0]) < patch_size:
         (h, w), first = known[0], sample.input or sample.target
         return (
-            f"{first} is {w}x{h}, smaller than data.patch_size={patch_size}; "
-            "lower data.patch_size or remove the file"
+            f"{first} is {w}x{h}, smaller than data.patch_size={patch_size}; lower data.patch_size or remove the file"
         )
     if len(known) < 2 or known[0] == known[1]:
         return None
