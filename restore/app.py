@@ -39,7 +39,7 @@ from restore.data.degrade import build_degradation
 from restore.data.io import ImageReadError, image_size, to_float, write_image
 from restore.data.layout import SkimageSource
 from restore.errors import UserError, exit_on_user_error, one_line
-from restore.inference import forward_count
+from restore.inference import forward_count, precision_name
 from restore.metrics import score
 from restore.models.ship import WEIGHTS_DIR, shipped_model
 from restore.predict import load_predictor, read_photo, restore_photo
@@ -193,7 +193,8 @@ class Restorer:
         seconds = time.perf_counter() - start
         name = f"{source.stem}_restored.png"
         result = write_image(self.folder / "results" / f"{time.time_ns()}" / name, restored, bits=photo.bits)
-        lines.append(f"**time**: {seconds:.2f} s ({total} forward{'s' * (total > 1)})")
+        precision = precision_name(options["autocast"], device)
+        lines.append(f"**time**: {seconds:.2f} s ({total} forward{'s' * (total > 1)}, {precision})")
         if clean is not None:
             target = clean
             before = score(torch.from_numpy(to_float(photo.rgb).transpose(2, 0, 1))[None], target)

@@ -9,6 +9,7 @@ from rich.console import Console
 from torch import nn
 
 from restore.errors import ConfigError
+from restore.inference import AUTOCAST_CHOICES
 from restore.models.loading import load_model
 
 
@@ -52,8 +53,10 @@ def restore_options_of(cfg: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(tile, int) and overlap >= tile:
         raise ConfigError(f"tile_overlap={overlap} must be smaller than tile={tile}")
     autocast = cfg.get("autocast")
-    if autocast not in (None, "bf16", "fp16"):
-        raise ConfigError(f"autocast={autocast}: give bf16, fp16 or null")
+    if autocast not in (None, *AUTOCAST_CHOICES):
+        raise ConfigError(
+            f"autocast={autocast}: give auto (bf16 where the device has native bf16, else fp32), fp32, bf16 or fp16"
+        )
     ensemble = cfg.get("ensemble", False)
     if not isinstance(ensemble, bool):
         raise ConfigError(f"ensemble={ensemble}: give true or false")

@@ -45,7 +45,7 @@ from restore.data.datamodule import DatasetSpec
 from restore.data.io import write_image
 from restore.data.paired import RestorationDataset
 from restore.errors import ConfigError
-from restore.inference import pick_device, restore_image, to_inference
+from restore.inference import pick_device, precision_name, restore_image, to_inference
 from restore.metrics import score
 from restore.report import (
     AVERAGE,
@@ -313,7 +313,9 @@ def evaluate(cfg: DictConfig, console: Console | None = None) -> Report:
     datasets = [evalset.build(seed) for evalset in plan.sets]  # pairs every set before any work
     logger = _make_logger(cfg)
 
-    report = Report(suite=suite["name"], model=description, skipped=plan.skipped)
+    # every row of a run is computed in the same precision: the table's title says which
+    precision = precision_name(restore_options["autocast"], device)
+    report = Report(suite=suite["name"], model=f"{description}, in {precision}", skipped=plan.skipped)
     report.config = OmegaConf.to_container(cfg, resolve=True)
     with progress_bars(console) as progress:
         for evalset, dataset in zip(plan.sets, datasets):

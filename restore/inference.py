@@ -7,7 +7,8 @@ that are multiples of ``model.size_multiple``.
 - :func:`forward_padded`: reflect-pad to the size multiple exactly as the
   official evaluation does, run, take the final output, crop back.
 - :func:`restore_image`: the same, optionally tiled (feathered blending),
-  as an x8 geometric self-ensemble, and under bf16/fp16 autocast on CUDA.
+  as an x8 geometric self-ensemble, and under bf16 autocast (CUDA, or a CPU
+  with native bf16 matrix units) or fp16 autocast (CUDA).
 """
 
 from __future__ import annotations
@@ -109,6 +110,37 @@ def forward_padded(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+AUTOCAST_CHOICES = ("auto", "fp32", "bf16", "fp16")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bf16 matrices in hardware: a CUDA GPU that supports bf16, or a
+    CPU with AMX tiles or AVX-512 BF16 (read from the CPU's feature flags, not guessed from its
+    vendor). Elsewhere bf16 is emulated and slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    return False
+
+
+def resolve_autocast(autocast: str | None, device: torch.device) -> Literal["bf16", "fp16"] | None:
+    """The autocast a restore runs under on ``device``: ``"auto"`` is bf16 where the device has
+    native bf16 matrix units and float32 (None) elsewhere; ``"fp32"`` or None is float32."""
+    if autocast not in (None, *AUTOCAST_CHOICES):
+        raise ValueError(f"autocast={autocast!r}: give {', '.join(AUTOCAST_CHOICES)} or None")
+    if autocast == "auto":
+        return "bf16" if native_bf16(device) else None
+    if autocast == "fp16" and device.type != "cuda":
+        raise ValueError(f"autocast='fp16' runs on CUDA only and the input is on {device}; use bf16 or fp32")
+    return None if autocast == "fp32" else autocast
+
+
+def precision_name(autocast: str | None, device: torch.device) -> str:
+    """What a restore with ``autocast`` on ``device`` computes in: fp32, bf16 or fp16."""
+    return resolve_autocast(autocast, device) or "fp32"
+
+
 # tile="auto" on a CPU, where torch cannot measure memory as it does on CUDA: tiles of
 # at most this many pixels per image of the batch. MAXIM-3S's float32 forward grew the
 # process by about 7 KB per pixel (peak RSS at 256x256 and 384x384), so a 512x512 tile
@@ -128,7 +160,7 @@ def restore_image(
     tile: int | Literal["auto"] | None = None,
     tile_overlap: int = 64,
     ensemble: bool = False,
-    autocast: Literal["bf16", "fp16"] | None = None,
+    autocast: Literal["auto", "fp32", "bf16", "fp16"] | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
     """Restore an NCHW batch in [0, 1] of any size: (B, C, H, W) -> (B, C_out, H, W) float32.
@@ -146,17 +178,22 @@ def restore_image(
         differ slightly from untiled ones everywhere.
     ensemble: the x8 geometric self-ensemble: the mean of the outputs for the
         4 rotations of the image and of its mirror image, each turned back.
-    autocast: ``"bf16"`` or ``"fp16"`` runs the model under CUDA autocast
-        (CUDA inputs only); the result is float32 either way.
+    autocast: ``"bf16"`` runs the model under bf16 autocast (CUDA or CPU),
+        ``"fp16"`` under fp16 autocast (CUDA only), ``"auto"`` in bf16 where the
+        input's device has native bf16 matrix units (:func:`native_bf16`) and in
+        float32 elsewhere; None or ``"fp32"``: float32. The result is float32 either way.
     progress: show a progress bar over tiles and ensemble members.
 
     Runs without gradients and leaves the model's train/eval mode alone (the
     caller sets it, as Lightning's validation loop does).
     """
-    _check_restore_args(x, tile, tile_overlap, autocast)
-    dtype = AUTOCAST_DTYPES.get(autocast)
+    _check_restore_args(x, tile, tile_overlap)
+    try:
+        dtype = AUTOCAST_DTYPES.get(resolve_autocast(autocast, x.device))
+    except ValueError as err:
+        raise ValueError(f"restore_image: {err}") from None
     transforms = DIHEDRAL if ensemble else DIHEDRAL[:1]
-    mixed_precision = torch.autocast("cuda", dtype=dtype) if dtype else contextlib.nullcontext()
+    mixed_precision = torch.autocast(x.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
     with torch.no_grad(), mixed_precision:
         if tile == "auto":
             tile = auto_tile_size(model, x)
@@ -182,7 +219,7 @@ def restore_image(
     return (total / len(transforms)).float()
 
 
-def _check_restore_args(x, tile, tile_overlap, autocast) -> None:
+def _check_restore_args(x, tile, tile_overlap) -> None:
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.is_floating_point():
         raise ValueError(f"restore_image: expected a (B, C, H, W) float tensor, got {getattr(x, 'shape', type(x))}")
     if tile is not None and tile != "auto" and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
@@ -191,14 +228,6 @@ def _check_restore_args(x, tile, tile_overlap, autocast) -> None:
         raise ValueError(f"restore_image: tile_overlap must be a non-negative int, got {tile_overlap!r}")
     if isinstance(tile, int) and tile_overlap >= tile:
         raise ValueError(f"restore_image: tile_overlap ({tile_overlap}) must be smaller than tile ({tile})")
-    if autocast is not None:
-        if autocast not in AUTOCAST_DTYPES:
-            raise ValueError(f"restore_image: autocast must be one of {', '.join(AUTOCAST_DTYPES)} or None")
-        if x.device.type != "cuda":
-            raise ValueError(
-                f"restore_image: autocast={autocast!r} runs on CUDA only and the input is on {x.device}; "
-                "leave autocast unset to run in float32"
-            )
 
 
 def _tile_starts(size: int, tile: int, overlap: int, multiple: int = 1) -> list[int]:

@@ -55,7 +55,7 @@ from restore.cli import model_from_config, restore_options_of, wide_console
 from restore.data.io import IMAGE_EXTENSIONS, ImageReadError, decode_image, is_image_file, to_float, write_image
 from restore.data.layout import list_images
 from restore.errors import ConfigError, exit_on_user_error
-from restore.inference import pick_device, restore_image, to_inference
+from restore.inference import pick_device, precision_name, restore_image, to_inference
 from restore.models.convert import CheckpointError
 from restore.models.loading import load_model
 from restore.models.ship import shipped_model
@@ -314,7 +314,8 @@ def predict(cfg: DictConfig, console: Console | None = None) -> list[Path]:
             progress.advance(bar)
     videos = sum(is_video_file(path) for path in written)
     counts = f"{len(written) - videos} image(s)" + (f" and {videos} video(s)" if videos else "")
-    console.print(f"restored {counts} into {cfg.output} with {description}")
+    precision = precision_name(options["autocast"], device)
+    console.print(f"restored {counts} into {cfg.output} with {description}, in {precision}")
     return written
 
 

@@ -101,6 +101,7 @@ def check_identity_contract(folder: Path, data_root: str, tmp_path: Path, expect
     assert row["psnr"] == pytest.approx(expected, abs=1e-6)
     assert f"{expected:.3f}" in printed_row(run.stdout, "CBSD68 σ25")
     assert data["config"]["sigma"] == 25 and data["config"]["datasets"] == ["CBSD68"]
+    assert "(the degraded input as it is), in fp32" in run.stdout  # the title names the precision: the protocol's
     assert json.loads((tmp_path / "run" / "results.json").read_text(encoding="utf-8"))["rows"] == data["rows"]
 
 

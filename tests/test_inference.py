@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import skimage.data
@@ -15,8 +17,11 @@ from restore.inference import (
     crop,
     forward_count,
     forward_padded,
+    native_bf16,
     pad_to_multiple,
+    precision_name,
     reflect_pad,
+    resolve_autocast,
     restore_image,
 )
 from tests.helpers import SHARED
@@ -202,8 +207,10 @@ def test_auto_tile_size_on_a_cpu_keeps_tiles_within_the_pixel_budget(monkeypatch
 
 def test_bad_arguments_get_one_clear_error(tiny_maxim):
     x = torch.rand(1, 3, 32, 32)
-    with pytest.raises(ValueError, match="autocast='bf16' runs on CUDA only and the input is on cpu"):
-        restore_image(tiny_maxim, x, autocast="bf16")
+    with pytest.raises(ValueError, match="autocast='fp16' runs on CUDA only and the input is on cpu"):
+        restore_image(tiny_maxim, x, autocast="fp16")
+    with pytest.raises(ValueError, match="autocast='bfloat16': give auto, fp32, bf16, fp16 or None"):
+        restore_image(tiny_maxim, x, autocast="bfloat16")
     with pytest.raises(ValueError, match=r"tile_overlap \(64\) must be smaller than tile \(64\)"):
         restore_image(tiny_maxim, x, tile=64)
     with pytest.raises(ValueError, match="tile must be a positive int, 'auto' or None"):
@@ -221,3 +228,44 @@ def test_forward_count_is_the_number_of_forwards_restore_image_runs(tile, ensemb
     x = torch.rand(1, 3, 40, 90)  # not square: quarter turns tile it differently
     restore_image(model, x, tile=tile, tile_overlap=8, ensemble=ensemble)
     assert forward_count(model, x, tile=tile, tile_overlap=8, ensemble=ensemble) == len(calls)
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as the kernel reports them (an independent reading of CPUID)."""
+    with open("/proc/cpuinfo") as cpuinfo:
+        line = next(line for line in cpuinfo if line.startswith("flags"))
+    return set(line.split(":", 1)[1].split())
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/cpuinfo"), reason="reads the CPU flags from Linux's /proc/cpuinfo")
+def test_auto_precision_is_bf16_exactly_on_cpus_with_native_bf16_matrix_units():
+    native = bool(cpu_flags() & {"amx_tile", "avx512_bf16"})
+    cpu = torch.device("cpu")
+    assert native_bf16(cpu) == native
+    assert resolve_autocast("auto", cpu) == ("bf16" if native else None)
+    assert precision_name("auto", cpu) == ("bf16" if native else "fp32")
+    assert resolve_autocast("fp32", cpu) is None and resolve_autocast(None, cpu) is None
+    assert resolve_autocast("bf16", cpu) == "bf16"  # forced: runs anywhere, emulated where not native
+
+
+def test_bf16_on_the_cpu_restores_a_real_photo_within_0_05_db_of_float32():
+    from restore.data.degrade import build_degradation
+    from restore.data.io import decode_image, to_float
+    from restore.metrics import score
+    from restore.models.loading import load_model
+    from restore.models.ship import WEIGHTS_DIR
+    from tests.helpers import shared_path
+
+    model = load_model(ckpt=WEIGHTS_DIR / "maxim1s_w32_cbsd432_sigma25.ckpt")
+    psnr = {}
+    for name in ("101085", "102061", "103070"):
+        photo = decode_image(shared_path("benchmarks", "CBSD68", f"{name}.png"))[:128, :192]
+        clean = torch.from_numpy(to_float(photo).transpose(2, 0, 1).copy())[None]
+        noisy = build_degradation({"name": "gaussian_noise", "sigma": 25})(clean, seed=0)
+        for precision in ("fp32", "bf16"):
+            restored = restore_image(model, noisy, autocast=precision)
+            assert restored.dtype == torch.float32
+            psnr.setdefault(precision, []).append(float(score(restored, clean)["psnr"][0]))
+    fp32, bf16 = (sum(values) / len(values) for values in (psnr["fp32"], psnr["bf16"]))
+    assert fp32 > 28  # a real restoration: the noisy inputs are at about 20.5 dB
+    assert abs(bf16 - fp32) < 0.05, psnr
