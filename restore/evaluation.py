@@ -167,8 +167,8 @@ def score_set(
     task = progress.add_task(evalset.label, total=len(dataset)) if progress is not None else None
     scores: list[ImageScore] = []
     start = time.perf_counter()
-    if getattr(model, "needs_noise_level", False):
-        model.sigma = evalset.sigma
+    if getattr(model, "needs_noise_level", False) and evalset.sigma is not None:
+        model.sigma = evalset.sigma  # a synthetic set's own level; real noise keeps the one given
     in_workers = getattr(model, "restores_in_workers", False) and num_workers > 0
     source = RestoredInWorkers(dataset, model, restore_options) if in_workers else dataset
     loader = DataLoader(source, batch_size=1, num_workers=num_workers)  # full-size images of different sizes
@@ -232,12 +232,13 @@ class RestoredInWorkers(Dataset):
 
 
 def check_noise_levels(model: nn.Module, description: str, sets: Sequence[DatasetSpec]) -> None:
-    """A model told the noise level (BM3D) can only restore the synthetic Gaussian sets."""
+    """A model told the noise level (BM3D) restores real noise only at a level it is given."""
     unknown = [evalset.label for evalset in sets if evalset.sigma is None]
-    if getattr(model, "needs_noise_level", False) and unknown:
+    if getattr(model, "needs_noise_level", False) and unknown and getattr(model, "sigma", None) is None:
         raise ConfigError(
             f"{description} denoises with a known Gaussian noise level, and {', '.join(unknown)} "
-            "has real noise of unknown level; pick the Gaussian sets, e.g. datasets=[CBSD68,Kodak24]"
+            "has real noise of unknown level; pick the Gaussian sets, e.g. datasets=[CBSD68,Kodak24], "
+            "or give the level to assume, e.g. model.sigma=10"
         )
 
 

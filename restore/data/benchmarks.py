@@ -377,6 +377,14 @@ def _fivek(root: Path, split: str, options: Mapping[str, Any]) -> list[Sample]:
     return _same_names(root, "input", "expertC", f"FiveK {split}", keep=keep)
 
 
+def _polyu(root: Path, split: str, options: Mapping[str, Any]) -> list[Sample]:
+    files = list_images(root, "PolyU's <scene>_real.JPG / <scene>_mean.JPG crops")
+    inputs = {path.stem[: -len("_real")]: path for path in files if path.stem.endswith("_real")}
+    targets = {path.stem[: -len("_mean")]: path for path in files if path.stem.endswith("_mean")}
+    pairs = pair_files(f"PolyU at {root}", inputs, targets, expected="<scene>_real.JPG beside <scene>_mean.JPG")
+    return [Sample(name, FileSource(inp), FileSource(tgt), group=name) for name, inp, tgt in pairs]
+
+
 def _clean_folder(root: Path, split: str, options: Mapping[str, Any]) -> list[Sample]:
     images = index_by_stem(list_images(root, f"the clean images of {root.name}"), root)
     return [Sample(name, None, FileSource(path), group=name) for name, path in images.items()]
@@ -596,6 +604,17 @@ BENCHMARKS: dict[str, Benchmark] = {
             rule=_sots,
             counts={"indoor": 500, "outdoor": 500},
             archive_dirs=("SOTS",),
+        ),
+        Benchmark(
+            name="PolyU",
+            task="denoise",
+            kind="paired",
+            official_splits=("test",),
+            protocol=_RGB,
+            layout="<scene>_real.JPG   noisy camera shot\n<scene>_mean.JPG   ground truth: the mean of ~500 shots",
+            download="CroppedImages of csjunxu/PolyU-Real-World-Noisy-Images-Dataset (GitHub): 100 512x512 pairs",
+            rule=_polyu,
+            counts={"test": 100},
         ),
         Benchmark(
             name="LOL",
