@@ -86,8 +86,29 @@ def test_evaluate_model_bm3d_beats_the_identity_row_on_the_same_noisy_images(tmp
 
 
 def test_bm3d_on_a_real_noise_set_is_refused_before_any_image_with_the_fix(tmp_path):
-    with pytest.raises(ConfigError, match=r"known Gaussian noise level.*SIDD.*datasets=\[CBSD68,Kodak24\]"):
+    with pytest.raises(
+        ConfigError, match=r"known Gaussian noise level.*SIDD.*datasets=\[CBSD68,Kodak24\].*model.sigma=10"
+    ):
         check_noise_levels(BM3D(), "BM3D", [DatasetSpec("SIDD", "test", tmp_path, label="SIDD")])
+
+
+def test_bm3d_restores_real_noise_at_the_level_it_is_given(tmp_path):
+    """PolyU-like pairs: a clean photo and a noisy shot of it; BM3D told sigma=15 denoises the shot."""
+    clean = textured_set(tmp_path / "clean", names=("sceneA", "sceneB"))
+    polyu = tmp_path / "data" / "PolyU"
+    polyu.mkdir(parents=True)
+    rng = np.random.default_rng(5)
+    for path in clean.iterdir():
+        image = cv2.imread(str(path))
+        noisy = np.clip(image + rng.normal(0, 15, image.shape), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(polyu / f"{path.stem}_mean.png"), image)
+        cv2.imwrite(str(polyu / f"{path.stem}_real.png"), noisy)
+    common = ("suite=denoise", f"data_root={tmp_path / 'data'}", "datasets=[PolyU]")
+    report, _ = run_evaluate(tmp_path / "bm3d", "model=bm3d", "model.sigma=15", *common)
+    baseline, _ = run_evaluate(tmp_path / "identity", "model=identity", *common)
+    (row,), (noisy_row,) = report.rows, baseline.rows
+    assert row.dataset == "PolyU" and row.images == 2
+    assert row.psnr > noisy_row.psnr + 4, (row.psnr, noisy_row.psnr)
 
 
 def test_evaluate_py_model_bm3d_uses_its_workers_and_writes_the_results_json(tmp_path):

@@ -8,7 +8,7 @@ import torch
 
 from restore.data import BENCHMARKS, build_dataset, get_benchmark
 from restore.data.benchmarks import DEMO_SPLITS, Holdout
-from restore.data.layout import Sample
+from restore.data.layout import DatasetError, Sample
 from restore.metrics import Protocol
 from tests.data import layouts
 from tests.data.layouts import signature_ok
@@ -52,6 +52,7 @@ def test_each_benchmark_is_scored_by_its_papers_protocol():
         "SIDD": Protocol("rgb", "matlab3d", "float"),
         "SOTS": Protocol("rgb", "gaussian2d", "uint8"),
         "LOL": Protocol("rgb", "gaussian2d", "uint8"),
+        "PolyU": Protocol("rgb", "gaussian2d", "uint8"),
         "FiveK": Protocol("rgb", "gaussian2d", "uint8"),
         "CBSD68": Protocol("rgb", "gaussian2d", "uint8"),
         "Set12": Protocol("gray", "gaussian2d", "uint8"),
@@ -185,6 +186,25 @@ def test_lol_pairs_low_with_high_in_our485_and_eval15(tmp_path):
     root = layouts.lol(tmp_path / "LOL")
     _assert_paired(build_dataset("LOL", root, "test"), 2)
     assert len(build_dataset("LOL", root, "train")) + len(build_dataset("LOL", root, "val")) == 4
+
+
+def test_polyu_pairs_each_real_shot_with_the_mean_of_its_scene():
+    dataset = build_dataset("PolyU", shared_path("benchmarks", "PolyU"), "test")
+    assert len(dataset) == 100
+    item = dataset[0]
+    assert item["name"] == "Canon5D2_5_160_3200_chair_11"
+    assert item["input"].shape == item["target"].shape == (3, 512, 512)
+    noise = (item["input"] - item["target"]) * 255
+    assert 1 < noise.std() < 20  # real camera noise of a few levels on the 0-255 scale
+
+
+def test_polyu_shot_without_its_mean_is_named(tmp_path):
+    root = tmp_path / "PolyU"
+    layouts.write_png(root / "sceneA_real.png", 10)
+    layouts.write_png(root / "sceneA_mean.png", 12)
+    layouts.write_png(root / "sceneB_real.png", 10)
+    with pytest.raises(DatasetError, match=r"1 input\(s\) without a target, e.g. .*sceneB_real.png"):
+        build_dataset("PolyU", root, "test")
 
 
 def test_fivek_splits_by_image_number(tmp_path):
