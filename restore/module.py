@@ -204,11 +204,14 @@ class RestorationModule(pl.LightningModule):
         restored = forward_padded(self.model, batch["input"])
         result = score(restored, batch["target"], protocol)
         baseline = score(batch["input"], batch["target"], protocol)
-        self._val_psnr[dataloader_idx].update(result["psnr"])
-        self._val_ssim[dataloader_idx].update(result["ssim"])
-        self._val_input_psnr[dataloader_idx].update(baseline["psnr"])
-        for name, psnr, ssim in zip(batch["name"], result["psnr"].tolist(), result["ssim"].tolist()):
-            self._val_rows.append((dataloader_idx, name, psnr, ssim))
+        # 0 for the stand-in image of a rank with no image of its own
+        weight = batch["weight"].to(result["psnr"]) if "weight" in batch else 1.0
+        self._val_psnr[dataloader_idx].update(result["psnr"], weight)
+        self._val_ssim[dataloader_idx].update(result["ssim"], weight)
+        self._val_input_psnr[dataloader_idx].update(baseline["psnr"], weight)
+        if "weight" not in batch:
+            for name, psnr, ssim in zip(batch["name"], result["psnr"].tolist(), result["ssim"].tolist()):
+                self._val_rows.append((dataloader_idx, name, psnr, ssim))
         return restored
 
     def on_validation_epoch_end(self) -> None:

@@ -24,6 +24,7 @@ from restore.memory import check_step_memory
 from restore.models.convert import CheckpointError
 from restore.models.loading import load_model, read_checkpoint
 from restore.module import Diverged, RestorationModule
+from restore.rank_failure import RankRegistry, end_rank
 
 
 def check_value_types(cfg: DictConfig) -> None:
@@ -153,6 +154,7 @@ def train(cfg: DictConfig) -> float | None:
     pin_multirun_job_for_ddp()
 
     callbacks = [_build(f"callbacks.{name}", lambda c=c: instantiate(c)) for name, c in cfg.callbacks.items() if c]
+    callbacks.append(RankRegistry(ranks_folder(cfg)))
     logger = _build("logger", lambda: instantiate(cfg.logger)) if cfg.get("logger") else False
     trainer: pl.Trainer = _build(
         "trainer", lambda: instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
@@ -177,8 +179,12 @@ def train(cfg: DictConfig) -> float | None:
             # Lightning's warning about an epoch shorter than log_every_n_steps does not apply.
             warnings.filterwarnings("ignore", "The number of training batches .* is smaller than the logging interval")
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
-    except UserError as err:  # a file that broke mid-run: say how to go on once it is fixed
-        raise UserError(f"{one_line(err)}; {how_to_resume(Path(cfg.paths.checkpoint_dir))}") from err
+    except Exception as err:
+        if trainer.world_size > 1 and not isinstance(err, (Diverged, Preempted)):  # one rank's failure ends all
+            end_rank(trainer, err, ranks_folder(cfg), where_to_resume(Path(cfg.paths.checkpoint_dir)))
+        if isinstance(err, UserError):  # a file that broke mid-run: say how to go on once it is fixed
+            raise UserError(f"{one_line(err)}; {how_to_resume(Path(cfg.paths.checkpoint_dir))}") from err
+        raise
     except Diverged as diverged:  # every rank sees the same averaged gradients: all stop on the same step
         if trainer.is_global_zero:
             print(f"error: {diverged}; {last_good(Path(cfg.paths.checkpoint_dir))}", file=sys.stderr)
@@ -213,14 +219,33 @@ def how_to_resume(checkpoint_dir: Path) -> str:
     return "training stopped before its first checkpoint; fix the file and start again"
 
 
+def last_saved(checkpoint_dir: Path) -> tuple[Path, int] | None:
+    """``last.ckpt`` and its step, when the run wrote one (checkpoint files are written atomically)."""
+    last = checkpoint_dir / "last.ckpt"
+    return (last, read_checkpoint(last).get("global_step")) if last.is_file() else None
+
+
 def last_good(checkpoint_dir: Path) -> str:
     """Where the newest finite weights are, and what to change (a resumed run keeps its learning rate)."""
-    last = checkpoint_dir / "last.ckpt"
     fix = "start again with a lower module.lr or a gradient clip (trainer.gradient_clip_val)"
-    if not last.is_file():
+    saved = last_saved(checkpoint_dir)
+    if saved is None:
         return f"there is no checkpoint before it; {fix}"
-    step = read_checkpoint(last).get("global_step")
-    return f"the last good checkpoint is {last} (step {step}); {fix}"
+    return f"the last good checkpoint is {saved[0]} (step {saved[1]}); {fix}"
+
+
+def where_to_resume(checkpoint_dir: Path) -> str:
+    saved = last_saved(checkpoint_dir)
+    if saved is None:
+        return "no checkpoint was written yet: start the run again"
+    return (
+        f"the newest checkpoint is {saved[0]} (step {saved[1]}): resume with ckpt_path=last (or ckpt_path={saved[0]})"
+    )
+
+
+def ranks_folder(cfg: DictConfig) -> Path:
+    """Where the ranks of a multi-process run register (restore.rank_failure)."""
+    return Path(cfg.paths.checkpoint_dir) / ".ranks"
 
 
 def report(trainer: pl.Trainer, checkpoint_dir: Path) -> None:

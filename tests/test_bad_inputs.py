@@ -142,8 +142,15 @@ def test_a_file_broken_inside_is_named_from_the_worker_with_how_to_resume(inputs
 
     root = broken_copy(inputs, tmp_path, damage)
     line = train_fails(
-        capfd, monkeypatch, tmp_path, *FOLDER, f"data.root={root}", "data.num_workers=1", "trainer.max_steps=4",
-        "trainer.val_check_interval=2", "callbacks.last_checkpoint.every_n_train_steps=1",
+        capfd,
+        monkeypatch,
+        tmp_path,
+        *FOLDER,
+        f"data.root={root}",
+        "data.num_workers=1",
+        "trainer.max_steps=4",
+        "trainer.val_check_interval=2",
+        "callbacks.last_checkpoint.every_n_train_steps=1",
     )
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert f"input/{name} cannot be decoded" in line and "Caught" not in line

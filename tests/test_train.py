@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import lightning.pytorch as pl
+import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -223,6 +224,68 @@ def test_a_sigterm_to_one_of_two_gloo_ranks_stops_both_after_the_same_step_and_r
 
     train(stopped, *FAST, *ddp, *RESUMABLE, f"ckpt_path={last}")
     assert_same_weights(checkpoint(last), checkpoint(straight / "checkpoints" / "last.ckpt"))
+
+
+GLOO = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+
+
+def error_lines(log: Path) -> list[str]:
+    return [line for line in log.read_text().splitlines() if line.startswith("error:")]
+
+
+def test_a_killed_gloo_rank_ends_the_other_within_60_s_with_one_line_and_the_run_resumes(tmp_path):
+    run = tmp_path / "run"
+    overrides = [*FAST, *GLOO, "data.val_max_images=2", *RESUMABLE, "trainer.max_steps=200"]
+    process = train(run, *overrides, wait=False)
+    last, registered = run / "checkpoints" / "last.ckpt", run / "checkpoints" / ".ranks" / "1.alive"
+    deadline = time.time() + 300
+    while not (last.exists() and _step_of(last) >= 4 and registered.exists()):
+        assert process.poll() is None and time.time() < deadline, f"see {run.name}.log"
+        time.sleep(0.2)
+    pid = int(registered.read_text().split()[1])
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    process.wait(timeout=120)
+    assert time.monotonic() - killed < 60
+    log = run.parent / f"{run.name}.log"
+    (line,) = error_lines(log)  # rank 0's; rank 1 is gone
+    assert process.returncode == 4, log.read_text()[-3000:]
+    assert line.startswith(f"error: rank 0: rank 1 died (process {pid} is gone); every rank stopped; ")
+    step = _step_of(last)
+    assert f"the newest checkpoint is {last} (step {step}): resume with ckpt_path=last" in line
+    assert "Traceback" not in log.read_text()
+
+    train(run, *[o for o in overrides if o != "trainer.max_steps=200"], "trainer.max_steps=12", f"ckpt_path={last}")
+    assert checkpoint(last)["global_step"] == 12
+
+
+def test_a_rank_that_raises_names_its_error_and_the_other_rank_names_that_rank(tmp_path):
+    from restore.data.io import write_image
+
+    pairs = tmp_path / "pairs"
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        image = rng.random((96, 96, 3), dtype=np.float32)
+        write_image(pairs / "input" / f"{i:03d}.png", image)
+        write_image(pairs / "target" / f"{i:03d}.png", image)
+    broken = pairs / "input" / "005.png"  # header and end marker intact: only decoding the pixels fails
+    data = broken.read_bytes()
+    broken.write_bytes(data[: len(data) // 2] + data[-12:])
+    run = tmp_path / "run"
+    folder = ["data=folder", f"data.root={pairs}", "degradation=null", "data.patch_size=64", "data.batch_size=2"]
+    done = train(
+        run, *TINY[1:], *folder, "data.num_workers=0", "logger=csv", *GLOO, "trainer.max_steps=20", check=False
+    )
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode != 0 and len(lines) == 2, done.stderr[-3000:]
+    failing = next(line for line in lines if "failed:" not in line)
+    rank = int(re.match(r"error: rank (\d): ", failing).group(1))
+    assert "input/005.png cannot be decoded" in failing
+    other = next(line for line in lines if line != failing)
+    assert other.startswith(f"error: rank {1 - rank}: rank {rank} failed: ")
+    assert "input/005.png cannot be decoded" in other and "every rank stopped" in other
+    assert lines[0].startswith("error: rank 0: ")  # rank 0's line comes first
+    assert "Traceback" not in done.stdout + done.stderr
 
 
 def test_a_diverging_run_stops_on_the_step_it_happens_and_never_saves_non_finite_weights(tmp_path):

@@ -279,6 +279,10 @@ class RestorationDataModule(L.LightningDataModule):
 
     def _full_size_loader(self, dataset: RestorationDataset) -> DataLoader:
         rank, world_size = _rank_and_world()
+        if rank >= len(dataset):
+            # Fewer images than ranks: Lightning needs a batch from every rank's loader, so this
+            # rank scores the first image again with weight 0, which the means leave out.
+            return self._loader(Unweighted(dataset), [0], batch_size=1)
         return self._loader(dataset, RankStridedSampler(len(dataset), rank, world_size), batch_size=1)
 
     def _loader(self, dataset, sampler, batch_size: int) -> DataLoader:
@@ -290,6 +294,19 @@ class RestorationDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
         )
+
+
+class Unweighted(torch.utils.data.Dataset):
+    """A dataset's items with ``"weight": 0``: scored for the loop's sake, counted by no mean."""
+
+    def __init__(self, dataset: RestorationDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        return {**self.dataset[index], "weight": 0.0}
 
 
 def _rank_and_world() -> tuple[int, int]:

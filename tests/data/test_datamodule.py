@@ -146,7 +146,12 @@ def _distributed_worker(rank: int, world_size: int, init_file: str, data_root: s
     torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     datamodule = RestorationDataModule("folder", f"{data_root}/mine", patch_size=8, batch_size=2, num_workers=0)
     datamodule.setup("fit")
-    names = [batch["name"][0] for loader in datamodule.val_dataloader() for batch in loader]
+    # (name, weight): a rank with no held-out image of its own scores a stand-in with weight 0
+    names = [
+        (batch["name"][0], float(batch["weight"][0]) if "weight" in batch else 1.0)
+        for loader in datamodule.val_dataloader()
+        for batch in loader
+    ]
     test_names = [batch["name"][0] for loader in datamodule.test_dataloader() for batch in loader]
     positions = [key.position for key in datamodule.train_dataloader().sampler]
     Path(out, f"{rank}.json").write_text(json.dumps({"val": names, "test": test_names, "positions": positions}))
@@ -162,7 +167,9 @@ def test_under_ddp_every_image_is_validated_once_and_training_shards_are_disjoin
     all_names = sorted(path.stem for path in (root / "input").iterdir())
     assert sorted(results[0]["test"] + results[1]["test"]) == all_names  # 23 images: 12 + 11, no padding duplicate
     assert len(results[0]["test"]) == 12 and len(results[1]["test"]) == 11
-    assert len(results[0]["val"]) + len(results[1]["val"]) == 1  # the one held-out pair, scored once
+    val = results[0]["val"] + results[1]["val"]
+    assert len(results[0]["val"]) == len(results[1]["val"]) == 1  # Lightning wants a batch from every rank
+    assert sorted(weight for _, weight in val) == [0.0, 1.0]  # the one held-out pair, counted once
     assert not set(results[0]["positions"]) & set(results[1]["positions"])
 
 
