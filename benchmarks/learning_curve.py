@@ -6,11 +6,11 @@ and ``.hydra/config.yaml``. From that config it rebuilds the run's own validatio
 same hold-out images (with the same seeded degradation for clean-image sets), and scores a
 classical baseline on it (``--baseline PRESET``, a ``conf/model`` preset: ``bm3d``, told the
 true sigma and restored in ``--workers`` processes, or a low-light one such as
-``histogram_equalization``; the score is kept in ``<PRESET>_holdout.json`` next to the plot and
-reused when present), so the horizontal line is the classical method on exactly the images the
-curve was measured on. ``--ckpt FILE`` adds the final checkpoint's score on the same images in
-fp32 (kept in ``ckpt_holdout.json``): the validations during training ran under the run's own
-precision (bf16 autocast for the denoising recipe).
+``histogram_equalization``, or a trained model's ``.ckpt``; the score is kept in
+``<PRESET>_holdout.json`` next to the plot and reused when present), so the horizontal line is
+the baseline on exactly the images the curve was measured on. ``--ckpt FILE`` adds the final
+checkpoint's score on the same images in fp32 (kept in ``ckpt_holdout.json``): the validations
+during training ran under the run's own precision (bf16 autocast for the denoising recipe).
 
     python benchmarks/learning_curve.py RUN --out docs/results/run/curve.png --baseline bm3d --ckpt weights/model.ckpt
 """
@@ -77,7 +77,7 @@ def holdout_score(run_dir: Path, model: torch.nn.Module, workers: int) -> dict:
             progress=progress,
         )
     result = {"set": spec.label, "images": row.images, "psnr": row.psnr, "ssim": row.ssim}
-    return result if spec.sigma is None else {**result, "sigma": float(spec.sigma)}
+    return result if spec.sigma is None else {**result, "sigma": spec.sigma}  # a level or a [low, high] range
 
 
 def cached_score(path: Path, compute) -> dict:
@@ -124,7 +124,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path, help="a train.py run directory (holds .hydra/ and csv/)")
     parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
-    parser.add_argument("--baseline", help="a conf/model preset (bm3d, clahe, ...) scored on the same hold-out images")
+    parser.add_argument(
+        "--baseline", help="a conf/model preset (bm3d, clahe, ...) or a .ckpt, scored on the same hold-out images"
+    )
     parser.add_argument("--baseline-label", help="the baseline's name in the legend (default: the preset's)")
     parser.add_argument("--workers", type=int, default=2, help="processes restoring with a baseline such as BM3D")
     parser.add_argument("--ckpt", type=Path, help="also score this checkpoint on the hold-out in fp32 (a star)")
@@ -141,14 +143,17 @@ def main(argv=None) -> int:
         raise SystemExit(f"{args.run_dir}: no rows with both val/psnr and time/minutes in {len(logs)} log(s)")
     baseline = final = None
     if args.baseline:
-        model = build_model(load_preset(args.baseline))
+        checkpoint = Path(args.baseline)
+        if checkpoint.suffix == ".ckpt":  # another trained model, e.g. the one this run started from
+            model, name = load_model(ckpt=checkpoint), checkpoint.stem
+        else:
+            model, name = build_model(load_preset(args.baseline)), args.baseline
         workers = args.workers if getattr(model, "restores_in_workers", False) else 0
-        if workers:
-            torch.set_num_threads(1)  # one image per worker process, one core each
+        torch.set_num_threads(1 if workers else args.threads)  # BM3D: one image per worker process
         baseline = cached_score(
-            args.out.with_name(f"{args.baseline}_holdout.json"), lambda: holdout_score(args.run_dir, model, workers)
+            args.out.with_name(f"{name}_holdout.json"), lambda: holdout_score(args.run_dir, model, workers)
         )
-        baseline["label"] = args.baseline_label or args.baseline
+        baseline["label"] = args.baseline_label or name
     if args.ckpt is not None:
         torch.set_num_threads(args.threads)
         final = cached_score(
