@@ -170,3 +170,78 @@ def test_the_documented_command_lines_start_the_page_with_their_model_first(tmp_
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def png_header_only(path, width: int, height: int) -> None:
+    """A PNG whose header says width x height, with one empty data chunk: what a huge upload
+    looks like to a reader that stops at the header."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"") + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("side", [12000, 40000])  # 144 megapixels; 1.6 gigapixels, past PIL's own limit
+def test_an_upload_too_large_for_memory_is_refused_from_its_header_with_a_message(app, tmp_path, side):
+    _, client = app
+    huge = tmp_path / "huge.png"
+    png_header_only(huge, side, side)
+    with pytest.raises(Exception) as caught:
+        client.predict(handle_file(str(huge)), label(client), RESTORE, 0.5, False, api_name="/restore")
+    message = str(caught.value)
+    assert "huge.png" in message and ("free memory" in message or "too large to restore" in message), message
+    assert "Traceback" not in message
+
+
+def resident_mib() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+
+
+def test_four_clients_sending_twenty_restores_at_once_get_predicts_answers_and_memory_returns(app, tmp_path):
+    """Four clients, five photos each, all sent at once: every answer is the file restore.predict
+    writes for that photo, the page queues them (one restoration at a time), and the process's
+    resident memory is back within 10% of its size before the burst."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, first_client = app
+    photos = []
+    for i in range(5):
+        rgb = (SkimageSource("astronaut").read()[40 * i : 40 * i + 48, 100:164]).copy()
+        path = tmp_path / "photos" / f"photo{i}.png"
+        path.parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        photos.append(path)
+    predict(
+        compose_config(
+            "predict",
+            f"input={tmp_path / 'photos'}",
+            f"output={tmp_path / 'predicted'}",
+            f"ckpt={SHIPPED}",
+            "device=cpu",
+        ),
+        console=Console(file=io.StringIO()),
+    )
+    choice = label(first_client)
+    first_client.predict(handle_file(str(photos[0])), choice, RESTORE, 0.5, False, api_name="/restore")  # warm
+    idle = resident_mib()
+
+    def send(client_index: int) -> list[tuple[int, str]]:
+        client = Client(url, verbose=False)
+        jobs = [
+            (i, client.submit(handle_file(str(photos[i])), choice, RESTORE, 0.5, False, api_name="/restore"))
+            for i in range(5)
+        ]
+        return [(i, job.result(timeout=600)[1]) for i, job in jobs]
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = [answer for result in pool.map(send, range(4)) for answer in result]
+    assert len(answers) == 20
+    for i, restored in answers:
+        expected = cv2.imread(str(tmp_path / "predicted" / f"photo{i}.png"), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(cv2.imread(restored, cv2.IMREAD_UNCHANGED), expected), f"photo{i}"
+    assert resident_mib() < 1.1 * idle, (resident_mib(), idle)

@@ -118,6 +118,8 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
             image_format = image.format
     except FileNotFoundError:
         raise ImageReadError(f"{path} does not exist") from None
+    except Image.DecompressionBombError as error:  # PIL's refusal of > 178 megapixels, from the header
+        raise ImageReadError(f"{path} is too large to restore here ({error}); crop or downscale it") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ImageReadError(f"{path} cannot be read as an image: {error}; download or extract it again") from None
     if image_format in _END_MARKERS and _END_MARKERS[image_format] not in _last_bytes(path, 64):
