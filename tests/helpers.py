@@ -62,3 +62,25 @@ def lightning_checkpoint(model, **extra) -> dict:
     cfg = OmegaConf.create({"_target_": "restore.models.MAXIM", **model.config.as_dict()})
     state = {f"model.{k}": v for k, v in model.state_dict().items()}
     return {"state_dict": state, "hyper_parameters": {"model": cfg}, "epoch": 3, **extra}
+
+
+def assert_reproduces_recorded_psnr(ckpt: Path, dataset, per_image_csv: Path, row: str, images: int) -> None:
+    """The shipped ``ckpt`` scores the first three images of ``dataset`` as the recorded evaluation
+    did (``per_image_csv``'s rows of ``row``, which holds ``images`` images), to 0.01 dB."""
+    import csv
+
+    import pytest
+
+    from restore.inference import restore_image
+    from restore.metrics import score
+    from restore.models.loading import load_model
+
+    with open(per_image_csv, newline="") as handle:
+        recorded = {line["image"]: float(line["psnr"]) for line in csv.DictReader(handle) if line["dataset"] == row}
+    assert len(recorded) == images
+    model = load_model(ckpt=ckpt)
+    for index in (0, 1, 2):
+        item = dataset[index]
+        restored = restore_image(model, item["input"][None])
+        psnr = float(score(restored, item["target"][None], dataset.benchmark.protocol)["psnr"][0])
+        assert psnr == pytest.approx(recorded[item["name"]], abs=0.01), item["name"]

@@ -4,7 +4,6 @@ shipped denoiser reproduces the per-image CBSD68 scores its results file records
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 from pathlib import Path
@@ -15,11 +14,9 @@ import pytest
 import torch
 
 from restore.data import build_dataset
-from restore.inference import restore_image
 from restore.metrics import score
 from restore.models.bm3d import BM3D
-from restore.models.loading import load_model
-from tests.helpers import ROOT, run_command, shared_path
+from tests.helpers import ROOT, assert_reproduces_recorded_psnr, run_command, shared_path
 from tests.test_train import logged, train
 
 SHIPPED = ROOT / "weights" / "maxim1s_w32_cbsd432_sigma25.ckpt"
@@ -68,22 +65,10 @@ def test_the_cbsd432_preset_logs_minutes_at_each_validation_and_its_curve_shows_
     assert holdout["psnr"] == pytest.approx(float(expected[0]), abs=0.01)
 
 
-def recorded_per_image(dataset: str) -> dict[str, float]:
-    with open(RESULTS / "maxim_per_image.csv", newline="") as handle:
-        return {row["image"]: float(row["psnr"]) for row in csv.DictReader(handle) if row["dataset"] == dataset}
-
-
 def test_the_shipped_denoiser_reproduces_its_recorded_cbsd68_scores_to_a_hundredth_of_a_db():
-    folder = shared_path("benchmarks", "CBSD68")
-    recorded = recorded_per_image("CBSD68 σ25")
-    assert len(recorded) == 68
-    model = load_model(ckpt=SHIPPED)
-    dataset = build_dataset("CBSD68", folder, "test", degradation={"name": "gaussian_noise", "sigma": 25}, seed=0)
-    for index in (0, 1, 2):
-        item = dataset[index]
-        restored = restore_image(model, item["input"][None])
-        psnr = float(score(restored, item["target"][None], dataset.benchmark.protocol)["psnr"][0])
-        assert psnr == pytest.approx(recorded[item["name"]], abs=0.01), item["name"]
+    noise = {"name": "gaussian_noise", "sigma": 25}
+    dataset = build_dataset("CBSD68", shared_path("benchmarks", "CBSD68"), "test", degradation=noise, seed=0)
+    assert_reproduces_recorded_psnr(SHIPPED, dataset, RESULTS / "maxim_per_image.csv", "CBSD68 σ25", images=68)
 
 
 def test_the_readme_table_is_the_recorded_evaluation():

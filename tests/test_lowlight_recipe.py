@@ -4,7 +4,6 @@ brightens a photo with it and no download."""
 
 from __future__ import annotations
 
-import csv
 import json
 
 import cv2
@@ -13,11 +12,8 @@ import pytest
 import torch
 
 from restore.data import build_dataset
-from restore.inference import restore_image
-from restore.metrics import score
-from restore.models.loading import load_model
 from restore.models.ship import WEIGHTS_DIR
-from tests.helpers import ROOT, run_command, shared_path
+from tests.helpers import ROOT, assert_reproduces_recorded_psnr, run_command, shared_path
 from tests.test_train import checkpoint, logged, train
 
 SHIPPED = WEIGHTS_DIR / "maxim1s_w32_lol.ckpt"
@@ -58,22 +54,9 @@ def test_the_lol_preset_validates_on_its_holdout_and_ends_at_the_floor_of_its_ti
     assert logged(run, "time/minutes")[-1][1] >= 0.25
 
 
-def recorded(dataset: str) -> dict[str, float]:
-    with open(RESULTS / "maxim_per_image.csv", newline="") as handle:
-        return {row["image"]: float(row["psnr"]) for row in csv.DictReader(handle) if row["dataset"] == dataset}
-
-
 def test_the_shipped_lol_model_reproduces_its_recorded_eval15_scores_to_a_hundredth_of_a_db():
-    folder = shared_path("benchmarks", "LOL")
-    scores = recorded("LOL")
-    assert len(scores) == 15
-    model = load_model(ckpt=SHIPPED)
-    dataset = build_dataset("LOL", folder, "test")
-    for index in (0, 1, 2):
-        item = dataset[index]
-        restored = restore_image(model, item["input"][None])
-        psnr = float(score(restored, item["target"][None], dataset.benchmark.protocol)["psnr"][0])
-        assert psnr == pytest.approx(scores[item["name"]], abs=0.01), item["name"]
+    dataset = build_dataset("LOL", shared_path("benchmarks", "LOL"), "test")
+    assert_reproduces_recorded_psnr(SHIPPED, dataset, RESULTS / "maxim_per_image.csv", "LOL", images=15)
 
 
 def test_the_readme_table_is_the_recorded_evaluation():
