@@ -178,6 +178,9 @@ def train(cfg: DictConfig) -> float | None:
             # Training counts steps (max_epochs=-1) and logs follow the global step across epochs, so
             # Lightning's warning about an epoch shorter than log_every_n_steps does not apply.
             warnings.filterwarnings("ignore", "The number of training batches .* is smaller than the logging interval")
+            # The training stream resumes through the datamodule's own state (the samples consumed),
+            # exactly (tests/test_train.py), so Lightning's warning about a non-resumable loader does not apply.
+            warnings.filterwarnings("ignore", "You're resuming from a checkpoint that ended before the epoch ended")
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     except Exception as err:
         if trainer.world_size > 1 and not isinstance(err, (Diverged, Preempted)):  # one rank's failure ends all
