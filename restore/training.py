@@ -182,12 +182,6 @@ def train(cfg: DictConfig) -> float | None:
             # exactly (tests/test_train.py), so Lightning's warning about a non-resumable loader does not apply.
             warnings.filterwarnings("ignore", "You're resuming from a checkpoint that ended before the epoch ended")
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
-    except Exception as err:
-        if trainer.world_size > 1 and not isinstance(err, (Diverged, Preempted)):  # one rank's failure ends all
-            end_rank(trainer, err, ranks_folder(cfg), where_to_resume(Path(cfg.paths.checkpoint_dir)))
-        if isinstance(err, UserError):  # a file that broke mid-run: say how to go on once it is fixed
-            raise UserError(f"{one_line(err)}; {how_to_resume(Path(cfg.paths.checkpoint_dir))}") from err
-        raise
     except Diverged as diverged:  # every rank sees the same averaged gradients: all stop on the same step
         if trainer.is_global_zero:
             print(f"error: {diverged}; {last_good(Path(cfg.paths.checkpoint_dir))}", file=sys.stderr)
@@ -196,6 +190,12 @@ def train(cfg: DictConfig) -> float | None:
         if trainer.is_global_zero:
             print(f"error: {stop}", file=sys.stderr)
         sys.exit(128 + stop.signum)  # not 0: a scheduler must not take the job for finished
+    except Exception as err:
+        if trainer.world_size > 1:  # one rank's failure ends all
+            end_rank(trainer, err, ranks_folder(cfg), where_to_resume(Path(cfg.paths.checkpoint_dir)))
+        if isinstance(err, UserError):  # a file that broke mid-run: say how to go on once it is fixed
+            raise UserError(f"{one_line(err)}; {how_to_resume(Path(cfg.paths.checkpoint_dir))}") from err
+        raise
     # Lightning's DDP launcher leaves its process group and its variables (LOCAL_RANK,
     # MASTER_PORT, ...) behind; the next job of a --multirun sweep must start clean,
     # or it takes itself for a worker launched from outside and waits forever.

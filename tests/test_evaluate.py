@@ -150,6 +150,7 @@ def miniature(tmp_path_factory):
     layouts.hide(root / "HIDE")
     realblur = {v: textured_realblur(root / f"RealBlur_{v}", v) for v in "JR"}
     layouts.sidd(root / "SIDD")
+    layouts.polyu(root / "PolyU")
     for name in RAIN:
         layouts.input_target(root / name)
     layouts.sots(root / "SOTS")
@@ -162,7 +163,7 @@ def miniature(tmp_path_factory):
 
 EXPECTED_ROWS = {
     "deblur": {"GoPro": 2, "HIDE": 3, "RealBlur_J": 2, "RealBlur_R": 2},
-    "denoise": {"SIDD": 6, **{f"{name} σ{sigma}": 3 for name in CLEAN for sigma in (15, 25, 50)}},
+    "denoise": {"SIDD": 6, "PolyU": 2, **{f"{name} σ{sigma}": 3 for name in CLEAN for sigma in (15, 25, 50)}},
     "derain": {**{name: 4 for name in RAIN}, "average": 20},
     "dehaze": {"SOTS indoor": 4, "SOTS outdoor": 2},
     "lowlight": {"LOL": 2, "FiveK": 1},
@@ -263,7 +264,7 @@ def test_datasets_picks_sets_or_single_splits_and_names_the_suite_datasets_when_
         tmp_path / "b", "suite=denoise", "model=identity", data_root, "datasets=[kodak24]", "sigma=[15,50]"
     )
     assert [row.dataset for row in report.rows] == ["Kodak24 σ15", "Kodak24 σ50"]
-    with pytest.raises(ConfigError, match="'Set12' is not in suite=denoise; its datasets: SIDD, CBSD68, Kodak24"):
+    with pytest.raises(ConfigError, match="'Set12' is not in suite=denoise; its datasets: SIDD, PolyU, CBSD68, Kodak24"):
         run_evaluate(tmp_path / "c", "suite=denoise", "model=identity", data_root, "datasets=[Set12]")
     with pytest.raises(ConfigError, match="sigma=25 sets the noise of synthetic Gaussian sets; suite=deblur has none"):
         run_evaluate(tmp_path / "d", "suite=deblur", "model=identity", data_root, "sigma=25")

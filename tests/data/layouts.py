@@ -164,6 +164,13 @@ def lol(root: Path) -> Path:
     return root
 
 
+def polyu(root: Path, scenes=("Canon5D2_bag", "Nikon800_desk")) -> Path:
+    """PolyU's crops: <scene>_real (one noisy shot) beside <scene>_mean (the mean of many)."""
+    for k, scene in enumerate(scenes):
+        write_pair(root / f"{scene}_real.png", root / f"{scene}_mean.png", k)
+    return root
+
+
 def fivek(root: Path) -> Path:
     for k, name in enumerate(("a0001-jmac_DSC1459", "a0002-dgw_005", "a4500-kme_0204", "a4541-DSC_0040-2")):
         write_pair(root / "input" / f"{name}.png", root / "expertC" / f"{name}.png", k)
