@@ -72,7 +72,7 @@ def test_the_shipped_denoiser_reproduces_its_recorded_cbsd68_scores_to_a_hundred
 
 
 def test_the_readme_table_is_the_recorded_evaluation():
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text().split("## A trained denoiser: MAXIM-1S against BM3D", 1)[1]
     for model, name in (("maxim", "MAXIM-1S"), ("bm3d", "CBM3D"), ("identity", "noisy input")):
         rows = {row["dataset"]: row for row in json.loads((RESULTS / f"{model}.json").read_text())["rows"]}
         line = next(line for line in readme.splitlines() if line.startswith(f"| {name}"))

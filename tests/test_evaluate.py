@@ -264,7 +264,8 @@ def test_datasets_picks_sets_or_single_splits_and_names_the_suite_datasets_when_
         tmp_path / "b", "suite=denoise", "model=identity", data_root, "datasets=[kodak24]", "sigma=[15,50]"
     )
     assert [row.dataset for row in report.rows] == ["Kodak24 σ15", "Kodak24 σ50"]
-    with pytest.raises(ConfigError, match="'Set12' is not in suite=denoise; its datasets: SIDD, PolyU, CBSD68, Kodak24"):
+    unknown = "'Set12' is not in suite=denoise; its datasets: SIDD, PolyU, CBSD68, Kodak24"
+    with pytest.raises(ConfigError, match=unknown):
         run_evaluate(tmp_path / "c", "suite=denoise", "model=identity", data_root, "datasets=[Set12]")
     with pytest.raises(ConfigError, match="sigma=25 sets the noise of synthetic Gaussian sets; suite=deblur has none"):
         run_evaluate(tmp_path / "d", "suite=deblur", "model=identity", data_root, "sigma=25")
