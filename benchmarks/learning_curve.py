@@ -80,6 +80,20 @@ def holdout_score(run_dir: Path, model: torch.nn.Module, workers: int) -> dict:
     return result if spec.sigma is None else {**result, "sigma": spec.sigma}  # a level or a [low, high] range
 
 
+def read_legs(run_dir: Path) -> list[dict]:
+    """Every validation of a run, in step order, each with the ``leg`` (0, 1, ...) that logged it.
+
+    A resumed run logs into a new ``csv/version_N``: one curve over every leg (its minutes
+    continue across legs when the run has a time budget)."""
+    logs = sorted((run_dir / "csv").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name[8:]))
+    if not logs:
+        raise SystemExit(f"{run_dir}: no csv/version_*/metrics.csv (train with logger=csv)")
+    points = [{**point, "leg": leg} for leg, log in enumerate(logs) for point in read_curve(log)]
+    if not points:
+        raise SystemExit(f"{run_dir}: no rows with both val/psnr and time/minutes in {len(logs)} log(s)")
+    return sorted(points, key=lambda point: point["step"])
+
+
 def cached_score(path: Path, compute) -> dict:
     """The score kept in ``path``, computed (and kept) when the file is absent."""
     if path.is_file():
@@ -93,7 +107,11 @@ def cached_score(path: Path, compute) -> dict:
 def plot(points: list[dict], baseline: dict | None, final: dict | None, title: str, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     minutes = [p["minutes"] for p in points]
-    ax.plot(minutes, [p["psnr"] for p in points], marker="o", label="MAXIM (this run), hold-out PSNR")
+    legs = sorted({p["leg"] for p in points})
+    for leg in legs:  # a resumed run: each leg in its own colour, so the resume shows
+        shown = [p for p in points if p["leg"] == leg]
+        label = "MAXIM (this run), hold-out PSNR" + (f", leg {leg + 1}" if len(legs) > 1 else "")
+        ax.plot([p["minutes"] for p in shown], [p["psnr"] for p in shown], marker="o", label=label)
     if final is not None:
         ax.plot(
             [minutes[-1]],
@@ -133,14 +151,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for --ckpt")
     parser.add_argument("--title", default="Hold-out PSNR while training")
     args = parser.parse_args(argv)
-    logs = sorted((args.run_dir / "csv").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name[8:]))
-    if not logs:
-        raise SystemExit(f"{args.run_dir}: no csv/version_*/metrics.csv (train with logger=csv)")
-    # a resumed run logs into a new version: one curve over every leg (its minutes continue
-    # across legs when the run has a time budget)
-    points = sorted((point for log in logs for point in read_curve(log)), key=lambda point: point["step"])
-    if not points:
-        raise SystemExit(f"{args.run_dir}: no rows with both val/psnr and time/minutes in {len(logs)} log(s)")
+    points = read_legs(args.run_dir)
     baseline = final = None
     if args.baseline:
         checkpoint = Path(args.baseline)

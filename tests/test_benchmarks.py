@@ -134,3 +134,33 @@ def test_the_cpu_paths_refuse_a_folder_that_is_no_checkout(tmp_path):
     assert done.returncode != 0
     assert f"--before {tmp_path}: not a checkout of this repository" in done.stderr
     assert not (tmp_path / "x.json").exists()
+
+
+def test_the_learning_curve_joins_the_legs_of_a_resumed_run_in_step_order(tmp_path):
+    import learning_curve
+
+    header = "step,time/minutes,val/psnr,val/input_psnr,train/loss\n"
+    for version, rows in {
+        0: ["399,11.6,33.31,24.56,", "500,,,,0.02", "799,33.1,33.77,24.56,"],
+        10: ["1599,59.3,33.90,24.56,", "2773,90.7,34.12,24.56,"],  # versions sort as numbers, not text
+        2: ["1199,43.6,33.40,24.56,"],
+    }.items():
+        folder = tmp_path / "csv" / f"version_{version}"
+        folder.mkdir(parents=True)
+        (folder / "metrics.csv").write_text(header + "\n".join(rows) + "\n")
+    points = learning_curve.read_legs(tmp_path)
+    assert [(p["step"], p["leg"]) for p in points] == [(399, 0), (799, 0), (1199, 1), (1599, 2), (2773, 2)]
+    assert points[-1]["minutes"] == 90.7 and points[-1]["psnr"] == 34.12
+    learning_curve.plot(points, None, None, "two legs", tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").stat().st_size > 10_000
+
+
+def test_the_learning_curve_of_a_run_without_validations_is_one_line(tmp_path):
+    import learning_curve
+
+    (tmp_path / "csv" / "version_0").mkdir(parents=True)
+    (tmp_path / "csv" / "version_0" / "metrics.csv").write_text("step,train/loss\n1,0.5\n")
+    with pytest.raises(SystemExit, match="no rows with both val/psnr and time/minutes in 1 log"):
+        learning_curve.read_legs(tmp_path)
+    with pytest.raises(SystemExit, match="no csv/version_"):
+        learning_curve.read_legs(tmp_path / "elsewhere")
